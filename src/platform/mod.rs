@@ -1,0 +1,5 @@
+//! The platform client: wire formats, the OAuth servers and portal REST.
+
+pub mod oauth;
+pub mod rest;
+pub mod wire;

@@ -1,0 +1,199 @@
+//! The store: portals, their token chains, events and the activity log.
+//!
+//! One interface over SQLite (the embedded default) and PostgreSQL. Queries are written once
+//! in SQL both understand and run through sqlx's `Any` driver; only the migrations differ. Times
+//! are unix seconds and flags are integers or text, the types `Any` carries on both.
+
+mod events;
+mod portals;
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use crate::crypto::TokenCipher;
+
+pub use events::{EventRecord, NewEvent};
+pub use portals::{Installation, Portal, PortalId, PortalStatus};
+
+/// Which database sits behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "portals and events",
+    sqlite: include_str!("../../migrations/sqlite/0001_portals_and_events.sql"),
+    postgres: include_str!("../../migrations/postgres/0001_portals_and_events.sql"),
+}];
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    cipher: TokenCipher,
+}
+
+impl Store {
+    /// Connects to `url`; an SQLite file and its folder are created when missing.
+    pub async fn connect(url: &str, cipher: TokenCipher) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url).context("DATABASE_URL is malformed")?;
+
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .context("cannot connect to the database (DATABASE_URL)")?;
+
+        Ok(Store {
+            pool,
+            backend,
+            cipher,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the migrations not applied yet, each in its own transaction.
+    pub async fn migrate(&self) -> anyhow::Result<usize> {
+        self.pool
+            .execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .await
+            .context("creating schema_migrations")?;
+
+        let mut applied = 0;
+        for migration in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(migration.version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+
+            let sql = match self.backend {
+                Backend::Sqlite => migration.sqlite,
+                Backend::Postgres => migration.postgres,
+            };
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("migration {} ({})", migration.version, migration.name))?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            applied += 1;
+        }
+        Ok(applied)
+    }
+
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub(crate) fn cipher(&self) -> &TokenCipher {
+        &self.cipher
+    }
+}
+
+/// Makes sure the folder exists and asks SQLite to create the file.
+fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        anyhow::bail!("DATABASE_URL: give SQLite a file, e.g. sqlite://data/b24-activity.db");
+    }
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("DATABASE_URL: cannot create folder {}", dir.display()))?;
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(if url.contains("mode=") {
+        url.to_owned()
+    } else {
+        format!("{url}{separator}mode=rwc")
+    })
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prepare_sqlite_url;
+
+    #[test]
+    fn sqlite_urls_gain_create_mode_and_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/app.db", dir.path().display());
+
+        assert_eq!(prepare_sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
+        assert!(dir.path().join("sub").is_dir());
+        assert!(prepare_sqlite_url("sqlite::memory:").is_err());
+    }
+}
