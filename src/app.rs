@@ -16,6 +16,7 @@ use tracing::Span;
 use crate::config::Settings;
 use crate::crypto::{Signer, TokenCipher, TokenKey};
 use crate::platform::oauth::OAuthServers;
+use crate::platform::portal::PortalClient;
 use crate::platform::rest;
 use crate::store::Store;
 use crate::{install, intake, ui};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub store: Store,
     pub http: reqwest::Client,
     pub oauth: OAuthServers,
+    /// REST on behalf of a portal, with its stored chain.
+    pub portals: PortalClient,
     pub signer: Signer,
 }
 
@@ -37,11 +40,24 @@ impl AppState {
         let store = Store::connect(&settings.database_url, TokenCipher::new(&key)).await?;
         store.migrate().await.context("applying migrations")?;
 
+        let http = rest::http_client();
+        let oauth = OAuthServers::new(
+            settings.oauth_servers.clone(),
+            settings.client_id.clone(),
+            settings.client_secret.clone(),
+        );
+        let portals = PortalClient::new(
+            store.clone(),
+            http.clone(),
+            oauth.clone(),
+            settings.allow_http,
+        );
         Ok(AppState {
-            oauth: OAuthServers::new(settings.oauth_servers.clone(), settings.client_id.clone()),
             settings: Arc::new(settings),
             store,
-            http: rest::http_client(),
+            http,
+            oauth,
+            portals,
             signer: Signer::new(&key),
         })
     }
@@ -117,16 +133,75 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Serves until `shutdown` resolves, then lets requests in flight finish.
+/// Serves until `shutdown` resolves, with the background work running beside; then lets
+/// requests in flight finish and stops the background work.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let background = spawn_background(&state, stopped);
+
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed")
+        .await;
+
+    let _ = stop.send(true);
+    for task in background {
+        let _ = task.await;
+    }
+    served.context("HTTP server failed")
+}
+
+/// Starts the background work of a serving instance; it ends when `stop` flips to true.
+pub fn spawn_background(
+    state: &AppState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![tokio::spawn(refresh_idle_portals(state.clone(), stop))]
+}
+
+/// Once an hour, refreshes the chains of portals idle for `IDLE_REFRESH_DAYS`: a refresh only
+/// where one is due, never a blanket schedule.
+async fn refresh_idle_portals(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match state
+            .portals
+            .refresh_idle_portals(state.settings.idle_refresh_after)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(portals = n, "refreshed idle token chains"),
+            Err(err) => tracing::warn!("idle chain check failed: {err:#}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+/// Resolves on Ctrl-C (or SIGTERM on Unix).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
 }
 
 /// Records the portal on the request's span so every later line names it.

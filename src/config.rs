@@ -36,6 +36,8 @@ pub struct Settings {
     pub token_key_file: PathBuf,
     /// How long a session token issued to a verified frame stays valid.
     pub session_ttl: Duration,
+    /// A portal with no REST traffic for this long gets one refresh of its chain.
+    pub idle_refresh_after: Duration,
 }
 
 /// A setting that is missing or malformed, named so the operator can fix it.
@@ -133,6 +135,20 @@ impl Settings {
                 .ok_or_else(|| problem("SESSION_TTL_MINUTES", "must be a positive number"))?,
         };
 
+        let idle_days = match get("IDLE_REFRESH_DAYS") {
+            None => 20,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|d| (1..=150).contains(d))
+                .ok_or_else(|| {
+                    problem(
+                        "IDLE_REFRESH_DAYS",
+                        "must be a number of days from 1 to 150",
+                    )
+                })?,
+        };
+
         Ok(Settings {
             database_url,
             listen_addr,
@@ -145,6 +161,7 @@ impl Settings {
             token_key,
             token_key_file,
             session_ttl: Duration::from_secs(session_minutes * 60),
+            idle_refresh_after: Duration::from_secs(idle_days * 86_400),
         })
     }
 
@@ -253,6 +270,7 @@ mod tests {
             ("DATABASE_URL", "mysql://x"),
             ("B24_OAUTH_SERVERS", "ftp://oauth"),
             ("SESSION_TTL_MINUTES", "0"),
+            ("IDLE_REFRESH_DAYS", "400"),
         ] {
             let mut vars = REQUIRED.to_vec();
             vars.push((name, value));

@@ -38,7 +38,7 @@ pub async fn run() -> anyhow::Result<()> {
 
     let settings = demo_settings(&sim, &public_url, &secret)?;
     let state = AppState::build(settings).await?;
-    let server = tokio::spawn(app::serve(listener, state.clone(), ctrl_c()));
+    let server = tokio::spawn(app::serve(listener, state.clone(), app::shutdown_signal()));
 
     let portal = populate(&sim).await?;
     println!();
@@ -112,26 +112,4 @@ async fn populate(sim: &Simulator) -> anyhow::Result<SimPortal> {
         )
         .await?;
     Ok(portal)
-}
-
-/// Resolves on Ctrl-C (or SIGTERM on Unix).
-pub async fn ctrl_c() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
-    }
 }

@@ -166,6 +166,8 @@ pub(crate) struct PortalState {
     pub stats: Stats,
     pub bucket: LeakyBucket,
     pub faults: HashMap<String, Fault>,
+    /// What the framed app asked the portal page for (`resize`, `openPath`, ...).
+    pub page_events: Vec<serde_json::Value>,
 }
 
 #[derive(Default)]
@@ -260,6 +262,7 @@ impl Simulator {
                 stats: Stats::default(),
                 bucket: LeakyBucket::new(self.inner.config.rate_limit),
                 faults: HashMap::new(),
+                page_events: Vec::new(),
             });
             world.portals.len() - 1
         };
@@ -328,9 +331,12 @@ impl Simulator {
         listener: std::net::TcpListener,
         router: Router,
     ) -> anyhow::Result<()> {
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)
+        // Without a runtime, tokio would panic below; `move_domain` is sync and may be called
+        // from anywhere.
+        tokio::runtime::Handle::try_current()
             .context("the simulator needs a running tokio runtime")?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let mut stop = self.inner.stop.subscribe();
 
         let server = tokio::spawn(async move {
@@ -355,5 +361,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+#[cfg(test)]
+mod browser_tests;
 #[cfg(test)]
 mod tests;

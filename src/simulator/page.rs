@@ -19,6 +19,7 @@ pub(crate) fn routes() -> Router<PortalCtx> {
     Router::new()
         .route("/", get(portal_page))
         .route("/_sim/install-finish", post(install_finish))
+        .route("/_sim/page-event", post(page_event))
         .route("/crm/type/{entity_type_id}/details/{id}/", get(item_page))
 }
 
@@ -67,9 +68,15 @@ pub(crate) fn routes() -> Router<PortalCtx> {
   var frame = document.getElementById('app-frame');
   var init = JSON.parse(frame.getAttribute('data-init'));
   var opened = document.getElementById('opened-path');
+  // Every call from the frame is also reported, so tests can see what reached the portal.
+  function report(m) {
+    fetch('/_sim/page-event', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(m) });
+  }
   window.addEventListener('message', function (event) {
     if (event.source !== frame.contentWindow) return;
     var m = event.data || {};
+    if (typeof m.b24sim !== 'string') return;
+    report(m);
     if (m.b24sim === 'getInitData') {
       frame.contentWindow.postMessage({ b24sim: 'initData', data: init }, '*');
     } else if (m.b24sim === 'installFinish') {
@@ -177,6 +184,15 @@ async fn install_finish(State(ctx): State<PortalCtx>) -> Response {
         }
         Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
     }
+}
+
+/// A `postMessage` call the page received from the frame.
+async fn page_event(
+    State(ctx): State<PortalCtx>,
+    axum::Json(event): axum::Json<Value>,
+) -> StatusCode {
+    ctx.sim.world().portals[ctx.portal].page_events.push(event);
+    StatusCode::NO_CONTENT
 }
 
 /// Where the app's links into the portal lead.

@@ -393,6 +393,12 @@ impl SimPortal {
         self.read(|p| p.stats.redirected)
     }
 
+    /// The BX24 calls (`{"b24sim": "resize", ...}`, `openPath`, `installFinish`, ...) that
+    /// the framed app made on the portal page in a browser, oldest first.
+    pub fn page_events(&self) -> Vec<Value> {
+        self.read(|p| p.page_events.clone())
+    }
+
     /// Whether `installFinish` has run (and no uninstall since).
     pub fn is_installed(&self) -> bool {
         self.read(|p| p.install == Install::Installed)

@@ -4,6 +4,7 @@
 //! in SQL both understand and run through sqlx's `Any` driver; only the migrations differ. Times
 //! are unix seconds and flags are integers or text, the types `Any` carries on both.
 
+mod chains;
 mod events;
 mod portals;
 
@@ -16,6 +17,7 @@ use sqlx::{AnyPool, Executor};
 
 use crate::crypto::TokenCipher;
 
+pub use chains::{NewPair, TokenChain};
 pub use events::{EventRecord, NewEvent};
 pub use portals::{Installation, Portal, PortalId, PortalStatus};
 

@@ -33,7 +33,7 @@ impl PortalStatus {
         }
     }
 
-    fn parse(text: &str) -> PortalStatus {
+    pub(super) fn parse(text: &str) -> PortalStatus {
         match text {
             "installing" => PortalStatus::Installing,
             "active" => PortalStatus::Active,

@@ -43,7 +43,9 @@ impl<'a> Page<'a> {
 #[template(path = "app.html")]
 struct LogPage<'a> {
     page: Page<'a>,
-    installing: bool,
+    /// The portal's state, for the banners.
+    status: &'static str,
+    status_reason: Option<String>,
     entries: Vec<EntryView>,
 }
 
@@ -88,7 +90,8 @@ async fn open_app(
     let events = state.store.recent_events(portal.id, None, 50).await?;
     let page = LogPage {
         page: Page::new(&state, &frame.lang),
-        installing: portal.status == PortalStatus::Installing,
+        status: portal.status.as_str(),
+        status_reason: portal.status_reason.clone(),
         entries: events.into_iter().map(EntryView::from).collect(),
     };
     framed_page(&page, portal.origin().as_deref())

@@ -63,8 +63,17 @@ impl TestApp {
             _ => None,
         })
         .expect("test settings are valid");
-        let state = AppState::build(settings).await.expect("app state");
+        TestApp::start(sim, settings, listener, base, dir).await
+    }
 
+    async fn start(
+        sim: Simulator,
+        settings: Settings,
+        listener: TcpListener,
+        base: String,
+        dir: tempfile::TempDir,
+    ) -> TestApp {
+        let state = AppState::build(settings).await.expect("app state");
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app::serve(listener, state.clone(), async {
             let _ = stopped.await;
@@ -82,6 +91,31 @@ impl TestApp {
             stop: Some(stop),
             server: Some(server),
         }
+    }
+
+    /// Stops the app and starts it again on the same address, database and key, as after a
+    /// deployment; the simulator keeps running.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop_server().await;
+        let settings = (*self.state.settings).clone();
+        let listener = TcpListener::bind(settings.public_url.socket_addrs(|| None).unwrap()[0])
+            .await
+            .expect("rebind app");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        TestApp::start(self.sim.clone(), settings, listener, self.base.clone(), dir).await
+    }
+
+    async fn stop_server(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+        self.state.store.close().await;
     }
 
     /// A new portal with the app installed and the install finished (ONAPPINSTALL delivered).
