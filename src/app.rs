@@ -15,6 +15,7 @@ use tracing::Span;
 
 use crate::config::Settings;
 use crate::crypto::{Signer, TokenCipher, TokenKey};
+use crate::platform::budget::RateBudget;
 use crate::platform::oauth::OAuthServers;
 use crate::platform::portal::PortalClient;
 use crate::platform::rest;
@@ -46,12 +47,8 @@ impl AppState {
             settings.client_id.clone(),
             settings.client_secret.clone(),
         );
-        let portals = PortalClient::new(
-            store.clone(),
-            http.clone(),
-            oauth.clone(),
-            settings.allow_http,
-        );
+        let budget = RateBudget::new(settings.rest_rate_per_second, settings.rest_rate_burst);
+        let portals = PortalClient::new(store.clone(), http.clone(), oauth.clone(), budget, settings.allow_http);
         Ok(AppState {
             settings: Arc::new(settings),
             store,

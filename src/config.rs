@@ -38,6 +38,11 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// A portal with no REST traffic for this long gets one refresh of its chain.
     pub idle_refresh_after: Duration,
+    /// The per-portal REST budget: requests per second and burst.
+    pub rest_rate_per_second: f64,
+    pub rest_rate_burst: f64,
+    /// First wait before an enrichment retry; it doubles with each failure.
+    pub retry_base: Duration,
 }
 
 /// A setting that is missing or malformed, named so the operator can fix it.
@@ -149,6 +154,10 @@ impl Settings {
                 })?,
         };
 
+        let rest_rate_per_second = positive_number("REST_RATE_PER_SECOND", get("REST_RATE_PER_SECOND"), 2.0)?;
+        let rest_rate_burst = positive_number("REST_RATE_BURST", get("REST_RATE_BURST"), 50.0)?;
+        let retry_base_ms = positive_number("RETRY_BASE_MS", get("RETRY_BASE_MS"), 1000.0)?;
+
         Ok(Settings {
             database_url,
             listen_addr,
@@ -162,6 +171,9 @@ impl Settings {
             token_key_file,
             session_ttl: Duration::from_secs(session_minutes * 60),
             idle_refresh_after: Duration::from_secs(idle_days * 86_400),
+            rest_rate_per_second,
+            rest_rate_burst,
+            retry_base: Duration::from_millis(retry_base_ms as u64),
         })
     }
 
@@ -183,6 +195,18 @@ fn problem(name: &'static str, problem: &str) -> SettingError {
     SettingError {
         name,
         problem: problem.to_owned(),
+    }
+}
+
+fn positive_number(name: &'static str, value: Option<String>, default: f64) -> Result<f64, SettingError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n > 0.0)
+            .ok_or_else(|| problem(name, "must be a positive number")),
     }
 }
 
@@ -271,6 +295,8 @@ mod tests {
             ("B24_OAUTH_SERVERS", "ftp://oauth"),
             ("SESSION_TTL_MINUTES", "0"),
             ("IDLE_REFRESH_DAYS", "400"),
+            ("REST_RATE_PER_SECOND", "-1"),
+            ("RETRY_BASE_MS", "soon"),
         ] {
             let mut vars = REQUIRED.to_vec();
             vars.push((name, value));

@@ -47,6 +47,7 @@ CREATE TABLE events (
     -- pending | done | failed
     state TEXT NOT NULL DEFAULT 'pending',
     attempts BIGINT NOT NULL DEFAULT 0,
+    -- Unix milliseconds: retries and leases need finer steps than seconds.
     next_attempt_at BIGINT NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until BIGINT,

@@ -2,12 +2,14 @@
 //! (one refresh per expiry, coordinated through the database), repeat after a domain change,
 //! and the portal's state updated when the platform refuses the chain.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 use thiserror::Error;
 
+use super::budget::RateBudget;
 use super::oauth::{OAuthServers, RefreshError};
 use super::rest::{self, RestError};
 use crate::store::{NewPair, PortalId, PortalStatus, Store, TokenChain};
@@ -52,9 +54,26 @@ pub struct PortalClient {
     store: Store,
     http: reqwest::Client,
     oauth: OAuthServers,
+    budget: RateBudget,
     allow_http: bool,
     /// Names this process in refresh leases.
     owner: Arc<str>,
+}
+
+/// What a `batch` answered: results and errors by command key.
+#[derive(Debug, Default)]
+pub struct BatchAnswer {
+    pub results: HashMap<String, Value>,
+    pub errors: HashMap<String, (String, String)>,
+}
+
+/// One `batch` command: `method?query`.
+pub fn batch_command(method: &str, params: &[(&str, String)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in params {
+        query.append_pair(key, value);
+    }
+    format!("{method}?{}", query.finish())
 }
 
 impl PortalClient {
@@ -62,20 +81,36 @@ impl PortalClient {
         store: Store,
         http: reqwest::Client,
         oauth: OAuthServers,
+        budget: RateBudget,
         allow_http: bool,
     ) -> PortalClient {
-        let owner = format!(
-            "{}-{}",
-            std::process::id(),
-            crate::crypto::TokenKey::generate().to_hex()
-        );
-        PortalClient {
-            store,
-            http,
-            oauth,
-            allow_http,
-            owner: owner[..24].into(),
+        let owner = format!("{}-{}", std::process::id(), crate::crypto::TokenKey::generate().to_hex());
+        PortalClient { store, http, oauth, budget, allow_http, owner: owner[..24].into() }
+    }
+
+    /// Runs up to 50 commands in one request; a failing command fails alone.
+    pub async fn batch(&self, portal: PortalId, commands: &[(String, String)]) -> Result<BatchAnswer, CallError> {
+        let cmd: Map<String, Value> =
+            commands.iter().map(|(key, c)| (key.clone(), Value::String(c.clone()))).collect();
+        let answer = self.call(portal, "batch", json!({"halt": 0, "cmd": cmd})).await?;
+
+        let inner = &answer["result"];
+        let mut out = BatchAnswer::default();
+        // The platform sends an empty map as `[]`; only objects carry entries.
+        if let Some(results) = inner["result"].as_object() {
+            out.results = results.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         }
+        if let Some(errors) = inner["result_error"].as_object() {
+            for (key, err) in errors {
+                let code = match &err["error"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let description = err["error_description"].as_str().unwrap_or_default().to_owned();
+                out.errors.insert(key.clone(), (code, description));
+            }
+        }
+        Ok(out)
     }
 
     /// Calls `method` with the portal's stored chain.
@@ -92,6 +127,7 @@ impl PortalClient {
                 .access_token
                 .as_ref()
                 .ok_or(CallError::PortalUnavailable(chain.status))?;
+            self.budget.acquire(portal).await;
             match rest::call(
                 &self.http,
                 &chain.client_endpoint,
@@ -114,6 +150,9 @@ impl PortalClient {
                     moved = true;
                 }
                 Err(err) => {
+                    if err.code() == Some("QUERY_LIMIT_EXCEEDED") {
+                        self.budget.fill(portal);
+                    }
                     self.note_refusal(&chain, &err).await?;
                     return Err(err.into());
                 }

@@ -33,10 +33,12 @@ pub(crate) fn routes() -> Router<PortalCtx> {
 <title>{{ domain }} · Bitrix24 (simulated)</title>
 <style>
   body { margin: 0; font: 14px/1.4 "Helvetica Neue", Arial, sans-serif; background: #eef2f4; }
-  .menu { position: fixed; top: 0; bottom: 0; left: 0; width: 200px; background: #1e2a38; color: #cdd6df; padding-top: 64px; }
+  .menu { position: fixed; top: 0; bottom: 0; left: 0; width: 200px; padding-top: 64px;
+          background: #1e2a38; color: #cdd6df; }
   .menu a { display: block; padding: 8px 20px; color: inherit; text-decoration: none; }
   .menu a.active { background: #2fc6f6; color: #fff; }
-  header { margin-left: 200px; height: 56px; background: #fff; display: flex; align-items: center; padding: 0 24px; box-shadow: 0 1px 2px rgba(0,0,0,.1); }
+  header { margin-left: 200px; height: 56px; padding: 0 24px; background: #fff;
+           display: flex; align-items: center; box-shadow: 0 1px 2px rgba(0,0,0,.1); }
   header .portal { font-weight: bold; margin-right: auto; }
   main { margin-left: 200px; padding: 16px 24px; }
   iframe { width: 100%; height: 600px; border: 0; background: #fff; border-radius: 6px; }
@@ -70,7 +72,8 @@ pub(crate) fn routes() -> Router<PortalCtx> {
   var opened = document.getElementById('opened-path');
   // Every call from the frame is also reported, so tests can see what reached the portal.
   function report(m) {
-    fetch('/_sim/page-event', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(m) });
+    var headers = { 'Content-Type': 'application/json' };
+    fetch('/_sim/page-event', { method: 'POST', headers: headers, body: JSON.stringify(m) });
   }
   window.addEventListener('message', function (event) {
     if (event.source !== frame.contentWindow) return;
@@ -296,7 +299,8 @@ const BX24_JS: &str = r#"/* BX24.js stand-in of the b24-activity portal simulato
     },
     openPath: function (path, callback) {
       send({ b24sim: 'openPath', path: path });
-      if (typeof callback === 'function') setTimeout(function () { callback({ result: 'opened' }); }, 0);
+      if (typeof callback !== 'function') return;
+      setTimeout(function () { callback({ result: 'opened' }); }, 0);
     },
     placement: {
       info: function () {

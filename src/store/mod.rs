@@ -4,6 +4,7 @@
 //! in SQL both understand and run through sqlx's `Any` driver; only the migrations differ. Times
 //! are unix seconds and flags are integers or text, the types `Any` carries on both.
 
+mod activity;
 mod chains;
 mod events;
 mod portals;
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Executor};
 
 use crate::crypto::TokenCipher;
 
+pub use activity::{ActivityEntry, LeasedEvent, NewEntry, Snapshot};
 pub use chains::{NewPair, TokenChain};
 pub use events::{EventRecord, NewEvent};
 pub use portals::{Installation, Portal, PortalId, PortalStatus};
@@ -35,12 +37,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "portals and events",
-    sqlite: include_str!("../../migrations/sqlite/0001_portals_and_events.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_portals_and_events.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "portals and events",
+        sqlite: include_str!("../../migrations/sqlite/0001_portals_and_events.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_portals_and_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "activity log, snapshots and names",
+        sqlite: include_str!("../../migrations/sqlite/0002_activity.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_activity.sql"),
+    },
+];
 
 #[derive(Clone)]
 pub struct Store {
@@ -179,10 +189,12 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
 
 /// Unix seconds now.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    now_ms() / 1000
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

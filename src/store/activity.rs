@@ -1,0 +1,299 @@
+//! The enrichment side of the store: leasing stored events, item snapshots, cached names and
+//! the activity entries themselves.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{PortalId, Store, now, now_ms};
+
+/// An event leased to one worker until its lease runs out.
+#[derive(Debug, Clone)]
+pub struct LeasedEvent {
+    pub id: i64,
+    pub portal_id: PortalId,
+    pub action: String,
+    pub entity_type_id: i64,
+    pub item_id: i64,
+    pub user_id: Option<i64>,
+    pub event_ts: i64,
+    pub attempts: i64,
+}
+
+/// An activity entry ready to be written.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub event_id: i64,
+    pub portal_id: PortalId,
+    pub action: String,
+    pub entity_type_id: i64,
+    pub type_title: Option<String>,
+    pub item_id: i64,
+    pub item_title: Option<String>,
+    pub user_id: Option<i64>,
+    pub user_name: Option<String>,
+    pub occurred_at: i64,
+    /// JSON list of changes.
+    pub changes: Value,
+    pub outcome: &'static str,
+}
+
+/// An entry as the log shows it.
+#[derive(Debug, Clone)]
+pub struct ActivityEntry {
+    pub id: i64,
+    pub action: String,
+    pub entity_type_id: i64,
+    pub type_title: Option<String>,
+    pub item_id: i64,
+    pub item_title: Option<String>,
+    pub user_id: Option<i64>,
+    pub user_name: Option<String>,
+    pub occurred_at: i64,
+    pub changes: Value,
+    pub outcome: String,
+}
+
+/// The last fetched state of one item.
+pub struct Snapshot<'a> {
+    pub portal_id: PortalId,
+    pub entity_type_id: i64,
+    pub item_id: i64,
+    pub fields: &'a Value,
+}
+
+impl Store {
+    /// Leases up to `limit` events that are due, oldest first. An event whose lease ran out
+    /// (its worker died) is due again, so nothing is lost and nothing is worked on twice at
+    /// once: the lease conditions are checked again on each row as it is updated.
+    pub async fn lease_events(&self, owner: &str, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<LeasedEvent>> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "UPDATE events SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
+             WHERE id IN (
+                 SELECT id FROM events
+                 WHERE state = 'pending' AND next_attempt_at <= $3
+                   AND (lease_until IS NULL OR lease_until < $3)
+                 ORDER BY id LIMIT $4)
+               AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3)
+             RETURNING id, portal_id, action, entity_type_id, item_id, user_id, event_ts, attempts",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+
+        let mut events = rows.iter().map(leased_from_row).collect::<anyhow::Result<Vec<_>>>()?;
+        events.sort_by_key(|e| e.id);
+        Ok(events)
+    }
+
+    /// Writes entries and snapshots and closes their events, all or nothing. Events whose
+    /// lease was lost to another worker meanwhile are left to that worker.
+    pub async fn record_activity(
+        &self,
+        owner: &str,
+        entries: &[NewEntry],
+        snapshots: &[Snapshot<'_>],
+    ) -> anyhow::Result<usize> {
+        let mut tx = self.pool().begin().await?;
+        let mut written = 0;
+        for entry in entries {
+            let closed = sqlx::query(
+                "UPDATE events SET state = 'done', lease_owner = NULL, lease_until = NULL, last_error = NULL
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+            )
+            .bind(entry.event_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+            if closed.rows_affected() == 0 {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO activity (portal_id, event_id, action, entity_type_id, type_title, item_id,
+                     item_title, user_id, user_name, occurred_at, changes, outcome)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(entry.portal_id.0)
+            .bind(entry.event_id)
+            .bind(&entry.action)
+            .bind(entry.entity_type_id)
+            .bind(&entry.type_title)
+            .bind(entry.item_id)
+            .bind(&entry.item_title)
+            .bind(entry.user_id)
+            .bind(&entry.user_name)
+            .bind(entry.occurred_at)
+            .bind(entry.changes.to_string())
+            .bind(entry.outcome)
+            .execute(&mut *tx)
+            .await?;
+            written += 1;
+        }
+
+        for snapshot in snapshots {
+            sqlx::query(
+                "INSERT INTO item_snapshots (portal_id, entity_type_id, item_id, fields, fetched_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (portal_id, entity_type_id, item_id)
+                 DO UPDATE SET fields = excluded.fields, fetched_at = excluded.fetched_at",
+            )
+            .bind(snapshot.portal_id.0)
+            .bind(snapshot.entity_type_id)
+            .bind(snapshot.item_id)
+            .bind(snapshot.fields.to_string())
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Puts leased events back for a later try, with the reason shown to the portal.
+    pub async fn retry_events(&self, ids: &[i64], owner: &str, at_ms: i64, reason: &str) -> anyhow::Result<()> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE events SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $3, last_error = $4
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(at_ms)
+            .bind(reason)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives up on leased events, keeping the reason.
+    pub async fn fail_events(&self, ids: &[i64], owner: &str, reason: &str) -> anyhow::Result<()> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE events SET state = 'failed', lease_owner = NULL, lease_until = NULL, last_error = $3
+                 WHERE id = $1 AND lease_owner = $2",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(reason)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn snapshot(&self, portal: PortalId, entity_type_id: i64, item_id: i64) -> anyhow::Result<Option<Value>> {
+        let fields: Option<String> = sqlx::query_scalar(
+            "SELECT fields FROM item_snapshots WHERE portal_id = $1 AND entity_type_id = $2 AND item_id = $3",
+        )
+        .bind(portal.0)
+        .bind(entity_type_id)
+        .bind(item_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(fields.and_then(|f| serde_json::from_str(&f).ok()))
+    }
+
+    /// Cached names of `kind` for `keys` that have not expired.
+    pub async fn cached_names(&self, portal: PortalId, kind: &str, keys: &[String]) -> anyhow::Result<HashMap<String, String>> {
+        let mut names = HashMap::new();
+        let now = now();
+        for key in keys {
+            let name: Option<String> = sqlx::query_scalar(
+                "SELECT name FROM names WHERE portal_id = $1 AND kind = $2 AND name_key = $3 AND expires_at > $4",
+            )
+            .bind(portal.0)
+            .bind(kind)
+            .bind(key)
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await?;
+            if let Some(name) = name {
+                names.insert(key.clone(), name);
+            }
+        }
+        Ok(names)
+    }
+
+    pub async fn cache_names(&self, portal: PortalId, kind: &str, names: &HashMap<String, String>, ttl_secs: i64) -> anyhow::Result<()> {
+        let expires = now() + ttl_secs;
+        for (key, name) in names {
+            sqlx::query(
+                "INSERT INTO names (portal_id, kind, name_key, name, expires_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (portal_id, kind, name_key) DO UPDATE SET name = excluded.name, expires_at = excluded.expires_at",
+            )
+            .bind(portal.0)
+            .bind(kind)
+            .bind(key)
+            .bind(name)
+            .bind(expires)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// How many events of a portal wait for enrichment, and the latest reason one waits.
+    pub async fn pending_events(&self, portal: PortalId) -> anyhow::Result<(i64, Option<String>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS waiting, MAX(last_error) AS reason FROM events
+             WHERE portal_id = $1 AND state = 'pending'",
+        )
+        .bind(portal.0)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((row.try_get("waiting")?, row.try_get("reason")?))
+    }
+
+    /// The newest entries of a portal, newest first, before entry id `before` when given.
+    pub async fn recent_activity(&self, portal: PortalId, before: Option<i64>, limit: i64) -> anyhow::Result<Vec<ActivityEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, action, entity_type_id, type_title, item_id, item_title, user_id, user_name,
+                 occurred_at, changes, outcome
+             FROM activity WHERE portal_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(portal.0)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+}
+
+fn leased_from_row(row: &AnyRow) -> anyhow::Result<LeasedEvent> {
+    Ok(LeasedEvent {
+        id: row.try_get("id")?,
+        portal_id: PortalId(row.try_get("portal_id")?),
+        action: row.try_get("action")?,
+        entity_type_id: row.try_get("entity_type_id")?,
+        item_id: row.try_get("item_id")?,
+        user_id: row.try_get("user_id")?,
+        event_ts: row.try_get("event_ts")?,
+        attempts: row.try_get("attempts")?,
+    })
+}
+
+pub(super) fn entry_from_row(row: &AnyRow) -> anyhow::Result<ActivityEntry> {
+    let changes: String = row.try_get("changes")?;
+    Ok(ActivityEntry {
+        id: row.try_get("id")?,
+        action: row.try_get("action")?,
+        entity_type_id: row.try_get("entity_type_id")?,
+        type_title: row.try_get("type_title")?,
+        item_id: row.try_get("item_id")?,
+        item_title: row.try_get("item_title")?,
+        user_id: row.try_get("user_id")?,
+        user_name: row.try_get("user_name")?,
+        occurred_at: row.try_get("occurred_at")?,
+        changes: serde_json::from_str(&changes).unwrap_or(Value::Array(vec![])),
+        outcome: row.try_get("outcome")?,
+    })
+}
