@@ -15,12 +15,14 @@ use tracing::Span;
 
 use crate::config::Settings;
 use crate::crypto::{Signer, TokenCipher, TokenKey};
+use crate::enrich::Wake;
+use crate::live::Live;
 use crate::platform::budget::RateBudget;
 use crate::platform::oauth::OAuthServers;
 use crate::platform::portal::PortalClient;
 use crate::platform::rest;
 use crate::store::Store;
-use crate::{install, intake, ui};
+use crate::{enrich, install, intake, ui};
 
 /// Everything a handler may use, cheap to clone.
 #[derive(Clone)]
@@ -32,6 +34,10 @@ pub struct AppState {
     /// REST on behalf of a portal, with its stored chain.
     pub portals: PortalClient,
     pub signer: Signer,
+    /// Wakes the enrichment worker when intake stored an event.
+    pub wake: Wake,
+    /// Tells open pages that their portal's log has new entries.
+    pub live: Live,
 }
 
 impl AppState {
@@ -48,7 +54,13 @@ impl AppState {
             settings.client_secret.clone(),
         );
         let budget = RateBudget::new(settings.rest_rate_per_second, settings.rest_rate_burst);
-        let portals = PortalClient::new(store.clone(), http.clone(), oauth.clone(), budget, settings.allow_http);
+        let portals = PortalClient::new(
+            store.clone(),
+            http.clone(),
+            oauth.clone(),
+            budget,
+            settings.allow_http,
+        );
         Ok(AppState {
             settings: Arc::new(settings),
             store,
@@ -56,6 +68,8 @@ impl AppState {
             oauth,
             portals,
             signer: Signer::new(&key),
+            wake: Wake::default(),
+            live: Live::default(),
         })
     }
 }
@@ -156,7 +170,10 @@ pub fn spawn_background(
     state: &AppState,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    vec![tokio::spawn(refresh_idle_portals(state.clone(), stop))]
+    vec![
+        tokio::spawn(refresh_idle_portals(state.clone(), stop.clone())),
+        tokio::spawn(enrich::run_worker(state.clone(), stop)),
+    ]
 }
 
 /// Once an hour, refreshes the chains of portals idle for `IDLE_REFRESH_DAYS`: a refresh only
@@ -174,9 +191,14 @@ async fn refresh_idle_portals(state: AppState, mut stop: tokio::sync::watch::Rec
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = stopped(&mut stop) => return,
         }
     }
+}
+
+/// Resolves once `stop` flips to true (or its sender is gone).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Resolves on Ctrl-C (or SIGTERM on Unix).

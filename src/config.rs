@@ -154,7 +154,8 @@ impl Settings {
                 })?,
         };
 
-        let rest_rate_per_second = positive_number("REST_RATE_PER_SECOND", get("REST_RATE_PER_SECOND"), 2.0)?;
+        let rest_rate_per_second =
+            positive_number("REST_RATE_PER_SECOND", get("REST_RATE_PER_SECOND"), 2.0)?;
         let rest_rate_burst = positive_number("REST_RATE_BURST", get("REST_RATE_BURST"), 50.0)?;
         let retry_base_ms = positive_number("RETRY_BASE_MS", get("RETRY_BASE_MS"), 1000.0)?;
 
@@ -198,7 +199,11 @@ fn problem(name: &'static str, problem: &str) -> SettingError {
     }
 }
 
-fn positive_number(name: &'static str, value: Option<String>, default: f64) -> Result<f64, SettingError> {
+fn positive_number(
+    name: &'static str,
+    value: Option<String>,
+    default: f64,
+) -> Result<f64, SettingError> {
     match value {
         None => Ok(default),
         Some(v) => v

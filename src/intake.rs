@@ -67,6 +67,9 @@ async fn receive_event(
                 .store
                 .insert_event(&new_event(&portal, kind, &event, entity_type_id, item_id))
                 .await?;
+            if stored {
+                state.wake.notify();
+            }
             tracing::debug!(entity_type_id, item_id, stored, "item event accepted");
             Ok((StatusCode::OK, if stored { "stored" } else { "duplicate" }))
         }

@@ -21,7 +21,11 @@ struct Bucket {
 
 impl RateBudget {
     pub fn new(per_second: f64, burst: f64) -> RateBudget {
-        RateBudget { per_second, burst: burst.max(1.0), buckets: Arc::default() }
+        RateBudget {
+            per_second,
+            burst: burst.max(1.0),
+            buckets: Arc::default(),
+        }
     }
 
     /// Waits until the portal may take one more request, and takes it.
@@ -35,7 +39,10 @@ impl RateBudget {
     fn try_take(&self, portal: PortalId) -> Option<Duration> {
         let mut buckets = self.buckets.lock().expect("budget lock");
         let now = Instant::now();
-        let bucket = buckets.entry(portal).or_insert(Bucket { level: 0.0, at: now });
+        let bucket = buckets.entry(portal).or_insert(Bucket {
+            level: 0.0,
+            at: now,
+        });
         let drained = now.duration_since(bucket.at).as_secs_f64() * self.per_second;
         bucket.level = (bucket.level - drained).max(0.0);
         bucket.at = now;
@@ -43,14 +50,22 @@ impl RateBudget {
             bucket.level += 1.0;
             None
         } else {
-            Some(Duration::from_secs_f64((bucket.level + 1.0 - self.burst) / self.per_second))
+            Some(Duration::from_secs_f64(
+                (bucket.level + 1.0 - self.burst) / self.per_second,
+            ))
         }
     }
 
     /// After the platform refused for load, treat the bucket as full.
     pub fn fill(&self, portal: PortalId) {
         let mut buckets = self.buckets.lock().expect("budget lock");
-        buckets.insert(portal, Bucket { level: self.burst, at: Instant::now() });
+        buckets.insert(
+            portal,
+            Bucket {
+                level: self.burst,
+                at: Instant::now(),
+            },
+        );
     }
 }
 
@@ -67,8 +82,15 @@ mod tests {
             assert_eq!(budget.try_take(portal), None);
         }
         let wait = budget.try_take(portal).expect("over the burst");
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
-        assert_eq!(budget.try_take(PortalId(2)), None, "portals have their own buckets");
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert_eq!(
+            budget.try_take(PortalId(2)),
+            None,
+            "portals have their own buckets"
+        );
     }
 
     #[test]

@@ -84,21 +84,43 @@ impl PortalClient {
         budget: RateBudget,
         allow_http: bool,
     ) -> PortalClient {
-        let owner = format!("{}-{}", std::process::id(), crate::crypto::TokenKey::generate().to_hex());
-        PortalClient { store, http, oauth, budget, allow_http, owner: owner[..24].into() }
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            crate::crypto::TokenKey::generate().to_hex()
+        );
+        PortalClient {
+            store,
+            http,
+            oauth,
+            budget,
+            allow_http,
+            owner: owner[..24].into(),
+        }
     }
 
     /// Runs up to 50 commands in one request; a failing command fails alone.
-    pub async fn batch(&self, portal: PortalId, commands: &[(String, String)]) -> Result<BatchAnswer, CallError> {
-        let cmd: Map<String, Value> =
-            commands.iter().map(|(key, c)| (key.clone(), Value::String(c.clone()))).collect();
-        let answer = self.call(portal, "batch", json!({"halt": 0, "cmd": cmd})).await?;
+    pub async fn batch(
+        &self,
+        portal: PortalId,
+        commands: &[(String, String)],
+    ) -> Result<BatchAnswer, CallError> {
+        let cmd: Map<String, Value> = commands
+            .iter()
+            .map(|(key, c)| (key.clone(), Value::String(c.clone())))
+            .collect();
+        let answer = self
+            .call(portal, "batch", json!({"halt": 0, "cmd": cmd}))
+            .await?;
 
         let inner = &answer["result"];
         let mut out = BatchAnswer::default();
         // The platform sends an empty map as `[]`; only objects carry entries.
         if let Some(results) = inner["result"].as_object() {
-            out.results = results.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            out.results = results
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
         }
         if let Some(errors) = inner["result_error"].as_object() {
             for (key, err) in errors {
@@ -106,7 +128,10 @@ impl PortalClient {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                let description = err["error_description"].as_str().unwrap_or_default().to_owned();
+                let description = err["error_description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 out.errors.insert(key.clone(), (code, description));
             }
         }

@@ -68,7 +68,12 @@ impl Store {
     /// Leases up to `limit` events that are due, oldest first. An event whose lease ran out
     /// (its worker died) is due again, so nothing is lost and nothing is worked on twice at
     /// once: the lease conditions are checked again on each row as it is updated.
-    pub async fn lease_events(&self, owner: &str, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<LeasedEvent>> {
+    pub async fn lease_events(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease_ms: i64,
+    ) -> anyhow::Result<Vec<LeasedEvent>> {
         let now = now_ms();
         let rows = sqlx::query(
             "UPDATE events SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
@@ -87,7 +92,10 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
 
-        let mut events = rows.iter().map(leased_from_row).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut events = rows
+            .iter()
+            .map(leased_from_row)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         events.sort_by_key(|e| e.id);
         Ok(events)
     }
@@ -157,7 +165,13 @@ impl Store {
     }
 
     /// Puts leased events back for a later try, with the reason shown to the portal.
-    pub async fn retry_events(&self, ids: &[i64], owner: &str, at_ms: i64, reason: &str) -> anyhow::Result<()> {
+    pub async fn retry_events(
+        &self,
+        ids: &[i64],
+        owner: &str,
+        at_ms: i64,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         for id in ids {
             sqlx::query(
                 "UPDATE events SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $3, last_error = $4
@@ -189,7 +203,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn snapshot(&self, portal: PortalId, entity_type_id: i64, item_id: i64) -> anyhow::Result<Option<Value>> {
+    pub async fn snapshot(
+        &self,
+        portal: PortalId,
+        entity_type_id: i64,
+        item_id: i64,
+    ) -> anyhow::Result<Option<Value>> {
         let fields: Option<String> = sqlx::query_scalar(
             "SELECT fields FROM item_snapshots WHERE portal_id = $1 AND entity_type_id = $2 AND item_id = $3",
         )
@@ -202,7 +221,12 @@ impl Store {
     }
 
     /// Cached names of `kind` for `keys` that have not expired.
-    pub async fn cached_names(&self, portal: PortalId, kind: &str, keys: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    pub async fn cached_names(
+        &self,
+        portal: PortalId,
+        kind: &str,
+        keys: &[String],
+    ) -> anyhow::Result<HashMap<String, String>> {
         let mut names = HashMap::new();
         let now = now();
         for key in keys {
@@ -222,7 +246,13 @@ impl Store {
         Ok(names)
     }
 
-    pub async fn cache_names(&self, portal: PortalId, kind: &str, names: &HashMap<String, String>, ttl_secs: i64) -> anyhow::Result<()> {
+    pub async fn cache_names(
+        &self,
+        portal: PortalId,
+        kind: &str,
+        names: &HashMap<String, String>,
+        ttl_secs: i64,
+    ) -> anyhow::Result<()> {
         let expires = now() + ttl_secs;
         for (key, name) in names {
             sqlx::query(
@@ -240,6 +270,32 @@ impl Store {
         Ok(())
     }
 
+    /// Cached stage names of one stage list, keyed `{list}|{STATUS_ID}`.
+    pub async fn stages_of_list(
+        &self,
+        portal: PortalId,
+        list: &str,
+    ) -> anyhow::Result<HashMap<String, String>> {
+        let pattern = format!(
+            "{}|%",
+            list.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows = sqlx::query(
+            "SELECT name_key, name FROM names
+             WHERE portal_id = $1 AND kind = 'stage' AND name_key LIKE $2 ESCAPE '\\' AND expires_at > $3",
+        )
+        .bind(portal.0)
+        .bind(pattern)
+        .bind(now())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("name_key")?, row.try_get("name")?)))
+            .collect()
+    }
+
     /// How many events of a portal wait for enrichment, and the latest reason one waits.
     pub async fn pending_events(&self, portal: PortalId) -> anyhow::Result<(i64, Option<String>)> {
         let row = sqlx::query(
@@ -253,7 +309,12 @@ impl Store {
     }
 
     /// The newest entries of a portal, newest first, before entry id `before` when given.
-    pub async fn recent_activity(&self, portal: PortalId, before: Option<i64>, limit: i64) -> anyhow::Result<Vec<ActivityEntry>> {
+    pub async fn recent_activity(
+        &self,
+        portal: PortalId,
+        before: Option<i64>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<ActivityEntry>> {
         let rows = sqlx::query(
             "SELECT id, action, entity_type_id, type_title, item_id, item_title, user_id, user_name,
                  occurred_at, changes, outcome

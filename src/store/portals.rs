@@ -7,7 +7,7 @@ use super::{Store, now};
 use crate::secret::Secret;
 
 /// Database id of a portal; everything a portal owns refers to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortalId(pub i64);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
-use crate::store::{EventRecord, PortalStatus};
+use crate::store::{ActivityEntry, PortalStatus};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -46,6 +46,9 @@ struct LogPage<'a> {
     /// The portal's state, for the banners.
     status: &'static str,
     status_reason: Option<String>,
+    /// Events stored but not yet in the log, and why the oldest waits.
+    waiting: i64,
+    waiting_reason: Option<String>,
     entries: Vec<EntryView>,
 }
 
@@ -53,21 +56,65 @@ struct EntryView {
     when: String,
     action: String,
     entity_type_id: i64,
+    type_label: String,
     item_id: i64,
-    user: String,
+    item_label: String,
+    item_url: String,
+    who: String,
+    note: &'static str,
+    changes: Vec<ChangeView>,
 }
 
-impl From<EventRecord> for EntryView {
-    fn from(event: EventRecord) -> EntryView {
+struct ChangeView {
+    label: String,
+    old: String,
+    new: String,
+}
+
+impl EntryView {
+    fn new(entry: ActivityEntry, portal_origin: &str) -> EntryView {
+        let changes = entry
+            .changes
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|c| ChangeView {
+                        label: c["label"].as_str().unwrap_or_default().to_owned(),
+                        old: c["old"].as_str().unwrap_or_default().to_owned(),
+                        new: c["new"].as_str().unwrap_or_default().to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let note = match entry.outcome.as_str() {
+            "first_seen" => "first seen: its current state is the starting point",
+            "collapsed" => "changed again moments later: see the next entry",
+            "deleted" => "the item is deleted",
+            "inaccessible" => "the item is not accessible to the app",
+            _ => "",
+        };
         EntryView {
-            when: format_time(event.event_ts),
-            action: event.action,
-            entity_type_id: event.entity_type_id,
-            item_id: event.item_id,
-            user: event
-                .user_id
-                .map(|id| id.to_string())
-                .unwrap_or_else(|| "robot".to_owned()),
+            when: format_time(entry.occurred_at),
+            action: entry.action,
+            entity_type_id: entry.entity_type_id,
+            type_label: entry
+                .type_title
+                .unwrap_or_else(|| format!("type {}", entry.entity_type_id)),
+            item_id: entry.item_id,
+            item_label: entry
+                .item_title
+                .unwrap_or_else(|| format!("#{}", entry.item_id)),
+            item_url: format!(
+                "{portal_origin}/crm/type/{}/details/{}/",
+                entry.entity_type_id, entry.item_id
+            ),
+            who: match (entry.user_name, entry.user_id) {
+                (Some(name), _) => name,
+                (None, Some(id)) => format!("user {id}"),
+                (None, None) => "automation".to_owned(),
+            },
+            note,
+            changes,
         }
     }
 }
@@ -87,12 +134,19 @@ async fn open_app(
         .ok_or_else(|| AppError::Forbidden("the app is not installed on this portal".into()))?;
     crate::verify::verify_frame(&state, &frame, Some(&portal.server_endpoint)).await?;
 
-    let events = state.store.recent_events(portal.id, None, 50).await?;
+    let entries = state.store.recent_activity(portal.id, None, 50).await?;
+    let (waiting, waiting_reason) = state.store.pending_events(portal.id).await?;
+    let origin = portal.origin().unwrap_or_default();
     let page = LogPage {
         page: Page::new(&state, &frame.lang),
         status: portal.status.as_str(),
         status_reason: portal.status_reason.clone(),
-        entries: events.into_iter().map(EntryView::from).collect(),
+        waiting,
+        waiting_reason,
+        entries: entries
+            .into_iter()
+            .map(|e| EntryView::new(e, &origin))
+            .collect(),
     };
     framed_page(&page, portal.origin().as_deref())
 }

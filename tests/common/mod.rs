@@ -8,7 +8,7 @@ use std::time::Duration;
 use b24_activity::app::{self, AppState};
 use b24_activity::config::Settings;
 use b24_activity::simulator::{AppRegistration, SimPortal, Simulator, SimulatorConfig};
-use b24_activity::store::Portal;
+use b24_activity::store::{ActivityEntry, Portal};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -60,6 +60,7 @@ impl TestApp {
             "B24_ALLOW_HTTP" => Some("true".to_owned()),
             "BX24_SCRIPT_URL" => Some(sim.bx24_script_url()),
             "TOKEN_KEY_FILE" => Some(key_file.display().to_string()),
+            "RETRY_BASE_MS" => Some("50".to_owned()),
             _ => None,
         })
         .expect("test settings are valid");
@@ -137,6 +138,30 @@ impl TestApp {
             .find_portal(&portal.member_id())
             .await
             .unwrap()
+    }
+
+    /// Waits until the portal's log holds at least `count` entries and nothing waits.
+    pub async fn wait_for_log(&self, portal: &SimPortal, count: usize) -> Vec<ActivityEntry> {
+        let id = self.stored_portal(portal).await.expect("portal stored").id;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let entries = self
+                .state
+                .store
+                .recent_activity(id, None, 10_000)
+                .await
+                .unwrap();
+            let (waiting, reason) = self.state.store.pending_events(id).await.unwrap();
+            if entries.len() >= count && waiting == 0 {
+                return entries;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "log has {} of {count} entries, {waiting} waiting ({reason:?})",
+                entries.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Posts a raw event body to `/events` as the platform would.

@@ -1,0 +1,505 @@
+//! Enrichment: turning stored events ("item 24 of type 1220 changed") into activity entries
+//! that say what the item is, who changed it and which fields went from what to what.
+//!
+//! A background worker leases due events, groups them by portal, fetches each changed item
+//! once per round with `batch` (up to 50 `crm.item.get` per request) inside the portal's rate
+//! budget, compares it with the last snapshot and writes one entry per event. Failures are
+//! retried with backoff and jitter; every waiting event carries the reason it waits.
+
+pub mod diff;
+pub mod names;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, watch};
+
+use crate::app::{AppState, stopped};
+use crate::platform::portal::{CallError, batch_command};
+use crate::store::{LeasedEvent, NewEntry, PortalId, PortalStatus, Snapshot, now_ms};
+use diff::{Change, differences, initial_values, shown};
+use names::{Names, Wanted, stage_list};
+
+/// Events leased per round, across portals.
+const ROUND_SIZE: i64 = 1000;
+/// A worker that dies keeps its events this long; then another takes them.
+const LEASE_MS: i64 = 120_000;
+/// After a wake-up, wait this long so a burst arrives and each item is fetched once for it.
+const LINGER: Duration = Duration::from_millis(250);
+/// Without a wake-up, look for due events (retries, other instances' intake) this often.
+const POLL: Duration = Duration::from_millis(1000);
+/// Tries before an event is given up and shown as failed.
+const MAX_ATTEMPTS: i64 = 12;
+/// A portal that cannot be called (needs reinstall, payment) is looked at again after this.
+const PARKED_MS: i64 = 10 * 60 * 1000;
+
+/// Wakes the worker when intake has stored something.
+#[derive(Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Runs rounds until `stop` flips to true.
+pub async fn run_worker(state: AppState, mut stop: watch::Receiver<bool>) {
+    let owner = format!("enrich-{}", crate::crypto::TokenKey::generate().to_hex());
+    loop {
+        let worked = match run_round(&state, &owner).await {
+            Ok(n) => n,
+            Err(err) => {
+                tracing::warn!("enrichment round failed: {err:#}");
+                0
+            }
+        };
+        let stopping = *stop.borrow();
+        if stopping {
+            return;
+        }
+        if worked == 0 {
+            tokio::select! {
+                _ = state.wake.0.notified() => tokio::time::sleep(LINGER).await,
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stopped(&mut stop) => return,
+            }
+        }
+    }
+}
+
+/// One round: lease what is due and work through it portal by portal, portals side by side.
+/// Returns how many events were leased.
+pub async fn run_round(state: &AppState, owner: &str) -> anyhow::Result<usize> {
+    let events = state
+        .store
+        .lease_events(owner, ROUND_SIZE, LEASE_MS)
+        .await?;
+    let leased = events.len();
+    let mut by_portal: BTreeMap<PortalId, Vec<LeasedEvent>> = BTreeMap::new();
+    for event in events {
+        by_portal.entry(event.portal_id).or_default().push(event);
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (portal, events) in by_portal {
+        let (state, owner) = (state.clone(), owner.to_owned());
+        tasks.spawn(async move {
+            if let Err(err) = enrich_portal(&state, &owner, portal, events).await {
+                tracing::warn!(portal = portal.0, "enrichment failed: {err:#}");
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(leased)
+}
+
+/// What became of one item this round.
+enum Fetched {
+    Item(Map<String, Value>),
+    /// `NOT_FOUND`: deleted, or never visible.
+    Gone,
+    Inaccessible,
+    /// Try again later, for this reason.
+    Retry(String),
+}
+
+async fn enrich_portal(
+    state: &AppState,
+    owner: &str,
+    portal: PortalId,
+    events: Vec<LeasedEvent>,
+) -> anyhow::Result<()> {
+    let mut items: BTreeMap<(i64, i64), Vec<LeasedEvent>> = BTreeMap::new();
+    for event in events {
+        items
+            .entry((event.entity_type_id, event.item_id))
+            .or_default()
+            .push(event);
+    }
+
+    // Items whose last event is a delete need no fetch: the platform would say NOT_FOUND.
+    let to_fetch: Vec<(i64, i64)> = items
+        .iter()
+        .filter(|(_, evs)| evs.last().is_some_and(|e| e.action != "delete"))
+        .map(|(key, _)| *key)
+        .collect();
+    let mut fetched: HashMap<(i64, i64), Fetched> = HashMap::new();
+    for chunk in to_fetch.chunks(50) {
+        let commands: Vec<(String, String)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(n, (type_id, id))| {
+                let params = [
+                    ("entityTypeId", type_id.to_string()),
+                    ("id", id.to_string()),
+                ];
+                (format!("i{n}"), batch_command("crm.item.get", &params))
+            })
+            .collect();
+        match state.portals.batch(portal, &commands).await {
+            Ok(answer) => {
+                for (n, key) in chunk.iter().enumerate() {
+                    let name = format!("i{n}");
+                    let outcome = match (answer.results.get(&name), answer.errors.get(&name)) {
+                        (Some(result), _) => match result["item"].as_object() {
+                            Some(item) => Fetched::Item(item.clone()),
+                            None => Fetched::Retry("the portal answered without the item".into()),
+                        },
+                        (None, Some((code, _))) if code == "NOT_FOUND" => Fetched::Gone,
+                        (None, Some((code, _)))
+                            if code == "ACCESS_DENIED" || code == "insufficient_scope" =>
+                        {
+                            Fetched::Inaccessible
+                        }
+                        (None, Some((code, _))) => {
+                            Fetched::Retry(format!("the portal answered {code}"))
+                        }
+                        (None, None) => {
+                            Fetched::Retry("the portal answered nothing for the item".into())
+                        }
+                    };
+                    fetched.insert(*key, outcome);
+                }
+            }
+            Err(err) => {
+                let ids: Vec<i64> = chunk
+                    .iter()
+                    .flat_map(|key| items[key].iter().map(|e| e.id))
+                    .collect();
+                let attempts = chunk
+                    .iter()
+                    .flat_map(|key| items[key].iter().map(|e| e.attempts))
+                    .max()
+                    .unwrap_or(1);
+                postpone(state, owner, &ids, attempts, &err).await?;
+                for key in chunk {
+                    items.remove(key);
+                }
+            }
+        }
+    }
+
+    // Retry what the batch could not answer for; name what is left and write it.
+    for (key, outcome) in &fetched {
+        if let Fetched::Retry(reason) = outcome
+            && let Some(events) = items.remove(key)
+        {
+            let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+            let attempts = events.iter().map(|e| e.attempts).max().unwrap_or(1);
+            retry_later(state, owner, &ids, attempts, reason).await?;
+        }
+    }
+    if items.is_empty() {
+        return Ok(());
+    }
+
+    let mut previous = HashMap::new();
+    for key in items.keys() {
+        if let Some(Value::Object(snapshot)) = state.store.snapshot(portal, key.0, key.1).await? {
+            previous.insert(*key, snapshot);
+        }
+    }
+    let wanted = wanted_names(&items, &fetched, &previous);
+    let names = names::resolve(&state.store, &state.portals, portal, &wanted).await?;
+
+    let mut entries = Vec::new();
+    let mut snapshots = Vec::new();
+    for (key, events) in &items {
+        let current = match fetched.get(key) {
+            Some(Fetched::Item(item)) => Some(item),
+            _ => None,
+        };
+        entries.extend(entries_for_item(
+            portal,
+            events,
+            previous.get(key),
+            fetched.get(key),
+            &names,
+        ));
+        if let Some(item) = current {
+            snapshots.push((key, Value::Object(item.clone())));
+        }
+    }
+    let snapshot_rows: Vec<Snapshot> = snapshots
+        .iter()
+        .map(|((type_id, id), fields)| Snapshot {
+            portal_id: portal,
+            entity_type_id: *type_id,
+            item_id: *id,
+            fields,
+        })
+        .collect();
+    let written = state
+        .store
+        .record_activity(owner, &entries, &snapshot_rows)
+        .await?;
+    tracing::debug!(portal = portal.0, written, "activity recorded");
+    state.live.publish(portal);
+    Ok(())
+}
+
+/// The entries for one item's events of this round, oldest first. The item was fetched once,
+/// so only the newest event can carry the difference; the earlier ones say so.
+fn entries_for_item(
+    portal: PortalId,
+    events: &[LeasedEvent],
+    previous: Option<&Map<String, Value>>,
+    fetched: Option<&Fetched>,
+    names: &Names,
+) -> Vec<NewEntry> {
+    let current = match fetched {
+        Some(Fetched::Item(item)) => Some(item),
+        _ => None,
+    };
+    let known = current.or(previous);
+    let title = known
+        .and_then(|item| item.get("title"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+
+    events
+        .iter()
+        .enumerate()
+        .map(|(n, event)| {
+            let newest = n + 1 == events.len();
+            let (outcome, changes) = match (event.action.as_str(), fetched, current) {
+                ("delete", _, _) => ("deleted", Vec::new()),
+                (_, Some(Fetched::Gone), _) => ("deleted", Vec::new()),
+                (_, Some(Fetched::Inaccessible), _) => ("inaccessible", Vec::new()),
+                _ if !newest => ("collapsed", Vec::new()),
+                (_, _, Some(item)) => match previous {
+                    Some(before) => ("recorded", differences(before, item)),
+                    None if event.action == "add" => ("recorded", initial_values(item)),
+                    None => ("first_seen", Vec::new()),
+                },
+                _ => ("inaccessible", Vec::new()),
+            };
+            let category = known
+                .and_then(|i| i.get("categoryId"))
+                .and_then(number)
+                .unwrap_or(0);
+            let list = stage_list(event.entity_type_id, category);
+            NewEntry {
+                event_id: event.id,
+                portal_id: portal,
+                action: event.action.clone(),
+                entity_type_id: event.entity_type_id,
+                type_title: names.type_title(event.entity_type_id),
+                item_id: event.item_id,
+                item_title: title.clone(),
+                user_id: event.user_id,
+                user_name: event.user_id.and_then(|id| names.user(id)),
+                occurred_at: event.event_ts,
+                changes: Value::Array(
+                    changes
+                        .iter()
+                        .map(|c| show_change(c, &list, names))
+                        .collect(),
+                ),
+                outcome,
+            }
+        })
+        .collect()
+}
+
+/// A change with its values as a reader wants them: stage and people by name.
+fn show_change(change: &Change, list: &str, names: &Names) -> Value {
+    let show = |value: &Value| -> String {
+        let raw = shown(value);
+        match change.field.as_str() {
+            "stageId" => names.stage(list, &raw).unwrap_or(raw),
+            "assignedById" | "observers" => match number(value) {
+                Some(id) => names.user(id).unwrap_or(raw),
+                None => raw,
+            },
+            _ => raw,
+        }
+    };
+    change.to_json(show(&change.old), show(&change.new))
+}
+
+fn wanted_names(
+    items: &BTreeMap<(i64, i64), Vec<LeasedEvent>>,
+    fetched: &HashMap<(i64, i64), Fetched>,
+    previous: &HashMap<(i64, i64), Map<String, Value>>,
+) -> Wanted {
+    let mut wanted = Wanted::default();
+    for (key, events) in items {
+        wanted.types.insert(key.0);
+        wanted.users.extend(events.iter().filter_map(|e| e.user_id));
+        let states = [
+            previous.get(key),
+            match fetched.get(key) {
+                Some(Fetched::Item(item)) => Some(item),
+                _ => None,
+            },
+        ];
+        for item in states.into_iter().flatten() {
+            if let Some(id) = item.get("assignedById").and_then(number) {
+                wanted.users.insert(id);
+            }
+            let category = item.get("categoryId").and_then(number).unwrap_or(0);
+            if item.get("stageId").is_some() {
+                wanted.stage_lists.insert(stage_list(key.0, category));
+            }
+        }
+    }
+    wanted
+}
+
+fn number(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A whole request failed: wait for the reason the error gives.
+async fn postpone(
+    state: &AppState,
+    owner: &str,
+    ids: &[i64],
+    attempts: i64,
+    err: &CallError,
+) -> anyhow::Result<()> {
+    match err {
+        CallError::PortalUnavailable(status) => {
+            let reason = match status {
+                PortalStatus::PaymentRequired => "waiting: the app's paid period is over",
+                PortalStatus::Removed => "the app was removed from the portal",
+                _ => "waiting: the app must be reinstalled on the portal",
+            };
+            state
+                .store
+                .retry_events(ids, owner, now_ms() + PARKED_MS, reason)
+                .await
+        }
+        err if err.is_transient() => {
+            retry_later(state, owner, ids, attempts, &format!("retrying: {err}")).await
+        }
+        err => {
+            tracing::warn!(events = ids.len(), "enrichment call refused: {err}");
+            retry_later(state, owner, ids, attempts, &format!("retrying: {err}")).await
+        }
+    }
+}
+
+async fn retry_later(
+    state: &AppState,
+    owner: &str,
+    ids: &[i64],
+    attempts: i64,
+    reason: &str,
+) -> anyhow::Result<()> {
+    if attempts >= MAX_ATTEMPTS {
+        tracing::warn!(events = ids.len(), "giving up on events: {reason}");
+        return state
+            .store
+            .fail_events(ids, owner, &format!("gave up: {reason}"))
+            .await;
+    }
+    let at = now_ms() + backoff(state.settings.retry_base, attempts).as_millis() as i64;
+    state.store.retry_events(ids, owner, at, reason).await
+}
+
+/// Doubling waits from `base`, at most five minutes, spread by a random ±25 %.
+fn backoff(base: Duration, attempts: i64) -> Duration {
+    let exponent = attempts.clamp(1, 16) as u32 - 1;
+    let wait = base
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(Duration::from_secs(300));
+    let jitter = rand::rng().random_range(0.75..1.25);
+    wait.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_its_jitter_and_stops_at_five_minutes() {
+        let base = Duration::from_millis(1000);
+        for (attempts, expected) in [(1, 1000.0), (2, 2000.0), (4, 8000.0)] {
+            let got = backoff(base, attempts).as_millis() as f64;
+            assert!(
+                (expected * 0.75..=expected * 1.25).contains(&got),
+                "{attempts}: {got}"
+            );
+        }
+        assert!(backoff(base, 40) <= Duration::from_secs(375));
+    }
+
+    fn event(id: i64, action: &str) -> LeasedEvent {
+        LeasedEvent {
+            id,
+            portal_id: PortalId(1),
+            action: action.into(),
+            entity_type_id: 1220,
+            item_id: 24,
+            user_id: Some(1),
+            event_ts: 1,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn only_the_newest_event_of_a_round_carries_the_difference() {
+        let before = json!({"title": "A", "opportunity": 100})
+            .as_object()
+            .unwrap()
+            .clone();
+        let after = json!({"title": "A", "opportunity": 250})
+            .as_object()
+            .unwrap()
+            .clone();
+        let events = [event(1, "update"), event(2, "update")];
+
+        let entries = entries_for_item(
+            PortalId(1),
+            &events,
+            Some(&before),
+            Some(&Fetched::Item(after)),
+            &Names::default(),
+        );
+        assert_eq!(entries[0].outcome, "collapsed");
+        assert_eq!(entries[1].outcome, "recorded");
+        assert_eq!(entries[1].changes[0]["field"], "opportunity");
+        assert_eq!(entries[1].changes[0]["old"], "100");
+        assert_eq!(entries[1].item_title.as_deref(), Some("A"));
+    }
+
+    #[test]
+    fn a_gone_item_keeps_its_last_known_title() {
+        let before = json!({"title": "Old"}).as_object().unwrap().clone();
+        let entries = entries_for_item(
+            PortalId(1),
+            &[event(1, "update")],
+            Some(&before),
+            Some(&Fetched::Gone),
+            &Names::default(),
+        );
+        assert_eq!(entries[0].outcome, "deleted");
+        assert_eq!(entries[0].item_title.as_deref(), Some("Old"));
+    }
+
+    #[test]
+    fn an_item_seen_first_by_an_update_is_a_starting_point() {
+        let after = json!({"title": "X"}).as_object().unwrap().clone();
+        let entries = entries_for_item(
+            PortalId(1),
+            &[event(1, "update")],
+            None,
+            Some(&Fetched::Item(after)),
+            &Names::default(),
+        );
+        assert_eq!(entries[0].outcome, "first_seen");
+        assert!(entries[0].changes.as_array().unwrap().is_empty());
+    }
+}
