@@ -63,15 +63,11 @@ async fn receive_event(
     match (event.kind, event.item) {
         (EventKind::AppUninstall, _) => app_uninstalled(&state, &portal, event.clean).await,
         (kind, Some((entity_type_id, item_id))) => {
-            let stored = state
-                .store
-                .insert_event(&new_event(&portal, kind, &event, entity_type_id, item_id))
-                .await?;
-            if stored {
-                state.wake.notify();
-            }
-            tracing::debug!(entity_type_id, item_id, stored, "item event accepted");
-            Ok((StatusCode::OK, if stored { "stored" } else { "duplicate" }))
+            let new = new_event(&portal, kind, &event, entity_type_id, item_id);
+            state.store.insert_event(&new).await?;
+            state.wake.notify();
+            tracing::debug!(entity_type_id, item_id, "item event stored");
+            Ok((StatusCode::OK, "stored"))
         }
         (_, None) => Err(AppError::BadRequest("malformed body: no item".into())),
     }
@@ -85,8 +81,7 @@ fn new_event(
     item_id: i64,
 ) -> NewEvent {
     let event_ts = event.ts.unwrap_or_else(now);
-    // Without the platform's own id, an event is identified by what it says; a repeat of the
-    // same change in the same second adds nothing the item's current state would not show.
+    // Without the platform's own id, an event is identified by what it says.
     let dedup_key = match &event.event_id {
         Some(id) => format!("id:{id}"),
         None => format!(

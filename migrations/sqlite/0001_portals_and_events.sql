@@ -42,7 +42,8 @@ CREATE TABLE events (
     user_id INTEGER,
     event_ts INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
-    -- Identifies a repeated delivery of the same event.
+    -- Identifies a repeated delivery of the same event. Not unique: two real changes can say
+    -- the same; enrichment drops a repeat only when it changed nothing.
     dedup_key TEXT NOT NULL,
     -- pending | done | failed
     state TEXT NOT NULL DEFAULT 'pending',
@@ -51,9 +52,9 @@ CREATE TABLE events (
     next_attempt_at INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until INTEGER,
-    last_error TEXT,
-    UNIQUE (portal_id, dedup_key)
+    last_error TEXT
 );
 
 CREATE INDEX events_by_portal ON events (portal_id, id);
 CREATE INDEX events_pending ON events (state, next_attempt_at);
+CREATE INDEX events_by_key ON events (portal_id, dedup_key);

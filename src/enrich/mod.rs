@@ -206,21 +206,30 @@ async fn enrich_portal(
     let wanted = wanted_names(&items, &fetched, &previous);
     let names = names::resolve(&state.store, &state.portals, portal, &wanted).await?;
 
+    // A repeated delivery: within this round the same key twice, or a key already recorded
+    // that changed nothing this time. A real second change in the same second still differs.
+    let keys: Vec<&str> = items
+        .values()
+        .flatten()
+        .map(|e| e.dedup_key.as_str())
+        .collect();
+    let recorded = state.store.recorded_keys(portal, &keys).await?;
     let mut entries = Vec::new();
+    let mut repeats = Vec::new();
     let mut snapshots = Vec::new();
     for (key, events) in &items {
-        let current = match fetched.get(key) {
-            Some(Fetched::Item(item)) => Some(item),
-            _ => None,
-        };
-        entries.extend(entries_for_item(
-            portal,
-            events,
-            previous.get(key),
-            fetched.get(key),
-            &names,
-        ));
-        if let Some(item) = current {
+        let (unique, repeated) = drop_repeats_within(events);
+        repeats.extend(repeated);
+        let built = entries_for_item(portal, &unique, previous.get(key), fetched.get(key), &names);
+        for (event, entry) in unique.iter().zip(built) {
+            let empty = entry.changes.as_array().is_none_or(|c| c.is_empty());
+            if empty && recorded.contains(&event.dedup_key) {
+                repeats.push(event.id);
+            } else {
+                entries.push(entry);
+            }
+        }
+        if let Some(Fetched::Item(item)) = fetched.get(key) {
             snapshots.push((key, Value::Object(item.clone())));
         }
     }
@@ -235,11 +244,26 @@ async fn enrich_portal(
         .collect();
     let written = state
         .store
-        .record_activity(owner, &entries, &snapshot_rows)
+        .record_activity(owner, &entries, &repeats, &snapshot_rows)
         .await?;
     tracing::debug!(portal = portal.0, written, "activity recorded");
     state.live.publish(portal);
     Ok(())
+}
+
+/// Keeps the last event of each dedup key; returns the kept ones and the ids of the others.
+fn drop_repeats_within(events: &[LeasedEvent]) -> (Vec<LeasedEvent>, Vec<i64>) {
+    let mut kept: Vec<LeasedEvent> = Vec::new();
+    let mut repeats = Vec::new();
+    for event in events.iter().rev() {
+        if kept.iter().any(|k| k.dedup_key == event.dedup_key) {
+            repeats.push(event.id);
+        } else {
+            kept.push(event.clone());
+        }
+    }
+    kept.reverse();
+    (kept, repeats)
 }
 
 /// The entries for one item's events of this round, oldest first. The item was fetched once,
@@ -446,6 +470,7 @@ mod tests {
             user_id: Some(1),
             event_ts: 1,
             attempts: 1,
+            dedup_key: format!("k{id}"),
         }
     }
 
@@ -473,6 +498,16 @@ mod tests {
         assert_eq!(entries[1].changes[0]["field"], "opportunity");
         assert_eq!(entries[1].changes[0]["old"], "100");
         assert_eq!(entries[1].item_title.as_deref(), Some("A"));
+    }
+
+    #[test]
+    fn a_key_repeated_within_a_round_keeps_its_last_event() {
+        let mut repeat = event(3, "update");
+        repeat.dedup_key = "k1".into();
+        let (kept, repeats) =
+            drop_repeats_within(&[event(1, "update"), event(2, "update"), repeat]);
+        assert_eq!(kept.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(repeats, [1]);
     }
 
     #[test]

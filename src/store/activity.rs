@@ -20,6 +20,7 @@ pub struct LeasedEvent {
     pub user_id: Option<i64>,
     pub event_ts: i64,
     pub attempts: i64,
+    pub dedup_key: String,
 }
 
 /// An activity entry ready to be written.
@@ -83,7 +84,8 @@ impl Store {
                    AND (lease_until IS NULL OR lease_until < $3)
                  ORDER BY id LIMIT $4)
                AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3)
-             RETURNING id, portal_id, action, entity_type_id, item_id, user_id, event_ts, attempts",
+             RETURNING id, portal_id, action, entity_type_id, item_id, user_id, event_ts, attempts,
+                 dedup_key",
         )
         .bind(owner)
         .bind(now + lease_ms)
@@ -100,15 +102,27 @@ impl Store {
         Ok(events)
     }
 
-    /// Writes entries and snapshots and closes their events, all or nothing. Events whose
-    /// lease was lost to another worker meanwhile are left to that worker.
+    /// Writes entries and snapshots and closes their events, all or nothing; `repeats` are
+    /// events closed without an entry (repeated deliveries). Events whose lease was lost to
+    /// another worker meanwhile are left to that worker.
     pub async fn record_activity(
         &self,
         owner: &str,
         entries: &[NewEntry],
+        repeats: &[i64],
         snapshots: &[Snapshot<'_>],
     ) -> anyhow::Result<usize> {
         let mut tx = self.pool().begin().await?;
+        for id in repeats {
+            sqlx::query(
+                "UPDATE events SET state = 'done', lease_owner = NULL, lease_until = NULL, last_error = NULL
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+            )
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        }
         let mut written = 0;
         for entry in entries {
             let closed = sqlx::query(
@@ -270,6 +284,28 @@ impl Store {
         Ok(())
     }
 
+    /// Which of `keys` belong to events of the portal already turned into entries.
+    pub async fn recorded_keys(
+        &self,
+        portal: PortalId,
+        keys: &[&str],
+    ) -> anyhow::Result<std::collections::HashSet<String>> {
+        let mut found = std::collections::HashSet::new();
+        for key in keys {
+            let seen: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM events WHERE portal_id = $1 AND dedup_key = $2 AND state = 'done' LIMIT 1",
+            )
+            .bind(portal.0)
+            .bind(*key)
+            .fetch_optional(self.pool())
+            .await?;
+            if seen.is_some() {
+                found.insert((*key).to_owned());
+            }
+        }
+        Ok(found)
+    }
+
     /// Cached stage names of one stage list, keyed `{list}|{STATUS_ID}`.
     pub async fn stages_of_list(
         &self,
@@ -339,6 +375,7 @@ fn leased_from_row(row: &AnyRow) -> anyhow::Result<LeasedEvent> {
         user_id: row.try_get("user_id")?,
         event_ts: row.try_get("event_ts")?,
         attempts: row.try_get("attempts")?,
+        dedup_key: row.try_get("dedup_key")?,
     })
 }
 

@@ -30,14 +30,13 @@ pub struct EventRecord {
 }
 
 impl Store {
-    /// Stores an event; a repeated delivery (same dedup key) is a no-op. Returns whether a
-    /// new row was written.
-    pub async fn insert_event(&self, event: &NewEvent) -> anyhow::Result<bool> {
-        let result = sqlx::query(
+    /// Stores an event durably. A repeated delivery is stored too: only enrichment can tell
+    /// it from a second real change in the same second, by whether the item changed.
+    pub async fn insert_event(&self, event: &NewEvent) -> anyhow::Result<()> {
+        sqlx::query(
             "INSERT INTO events (portal_id, action, entity_type_id, item_id, user_id, event_ts,
                  received_at, dedup_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (portal_id, dedup_key) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(event.portal_id.0)
         .bind(event.action)
@@ -49,7 +48,7 @@ impl Store {
         .bind(&event.dedup_key)
         .execute(self.pool())
         .await?;
-        Ok(result.rows_affected() > 0)
+        Ok(())
     }
 
     /// The newest events of a portal, newest first, before event id `before` when given.
