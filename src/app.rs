@@ -22,6 +22,7 @@ use crate::platform::oauth::OAuthServers;
 use crate::platform::portal::PortalClient;
 use crate::platform::rest;
 use crate::store::Store;
+use crate::verify::VerifiedTokens;
 use crate::{enrich, install, intake, ui};
 
 /// Everything a handler may use, cheap to clone.
@@ -38,6 +39,30 @@ pub struct AppState {
     pub wake: Wake,
     /// Tells open pages that their portal's log has new entries.
     pub live: Live,
+    /// Frame tokens a trusted OAuth server vouched for.
+    pub verified: VerifiedTokens,
+    /// Flips when the instance shuts down, ending background work and open streams.
+    pub stopping: Stopping,
+}
+
+/// A shutdown flag every task can watch.
+#[derive(Clone)]
+pub struct Stopping(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Stopping {
+    fn default() -> Stopping {
+        Stopping(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Stopping {
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
+    }
 }
 
 impl AppState {
@@ -70,6 +95,8 @@ impl AppState {
             signer: Signer::new(&key),
             wake: Wake::default(),
             live: Live::default(),
+            verified: VerifiedTokens::default(),
+            stopping: Stopping::default(),
         })
     }
 }
@@ -151,14 +178,18 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let background = spawn_background(&state, stopped);
+    let background = spawn_background(&state, state.stopping.subscribe());
 
+    // Streams that never end by themselves (live updates) watch the same flag, so the
+    // graceful shutdown does not wait for them.
+    let stopping = state.stopping.clone();
     let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.stop();
+        })
         .await;
 
-    let _ = stop.send(true);
     for task in background {
         let _ = task.await;
     }

@@ -14,6 +14,7 @@ use crate::platform::rest::{self, RestError};
 use crate::platform::wire::{EventKind, Frame};
 use crate::secret::Secret;
 use crate::store::Installation;
+use crate::ui::i18n::{Strings, strings};
 use crate::ui::{Page, framed_page};
 
 pub fn router() -> Router<AppState> {
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
 #[template(path = "install.html")]
 struct InstallPage<'a> {
     page: Page<'a>,
+    t: &'static Strings,
     bound: usize,
 }
 
@@ -67,10 +69,24 @@ async fn open_installer(
                 "the portal refused to bind the app's events; open the installer again".into(),
             )
         })?;
-    tracing::info!(bound, status = portal.status.as_str(), "portal installed");
+    // The card tab is a courtesy: a portal without the `placement` scope still gets its log.
+    let tabs = match bind_card_tabs(&state, &portal.client_endpoint, &access_token).await {
+        Ok(tabs) => tabs,
+        Err(err) => {
+            tracing::warn!("binding card tabs failed: {err}");
+            0
+        }
+    };
+    tracing::info!(
+        bound,
+        tabs,
+        status = portal.status.as_str(),
+        "portal installed"
+    );
 
     let page = InstallPage {
         page: Page::new(&state, &frame.lang),
+        t: strings(&frame.lang),
         bound,
     };
     framed_page(&page, portal.origin().as_deref())
@@ -134,6 +150,51 @@ pub async fn bind_events(
         }
         let params = json!({"event": kind.name(), "handler": handler});
         match rest::call(&state.http, endpoint, "event.bind", params, token).await {
+            Ok(_) => new += 1,
+            Err(err) if is_already_bound(&err) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(new)
+}
+
+/// Binds the smart-process card tab `CRM_DYNAMIC_{type}_DETAIL_TAB` of every type the portal
+/// has now to `{PUBLIC_URL}app`, skipping those already bound. Returns how many were new.
+pub async fn bind_card_tabs(
+    state: &AppState,
+    endpoint: &str,
+    token: &Secret,
+) -> Result<usize, RestError> {
+    let handler = format!("{}app", state.settings.public_url);
+    let types = rest::call(&state.http, endpoint, "crm.type.list", json!({}), token).await?;
+    let placements = rest::call(&state.http, endpoint, "placement.get", json!({}), token).await?;
+    let bound: Vec<(String, String)> = placements["result"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|p| (text(&p["placement"]), text(&p["handler"])))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let mut new = 0;
+    for kind in types["result"]["types"].as_array().into_iter().flatten() {
+        let Some(type_id) = kind["entityTypeId"]
+            .as_i64()
+            .or_else(|| text(&kind["entityTypeId"]).parse().ok())
+        else {
+            continue;
+        };
+        let placement = format!("CRM_DYNAMIC_{type_id}_DETAIL_TAB");
+        if bound
+            .iter()
+            .any(|(p, h)| p.eq_ignore_ascii_case(&placement) && *h == handler)
+        {
+            continue;
+        }
+        let params = json!({"PLACEMENT": placement, "HANDLER": handler, "TITLE": "Activity log",
+            "LANG_ALL": {"en": {"TITLE": "Activity log"}, "ru": {"TITLE": "Журнал изменений"}}});
+        match rest::call(&state.http, endpoint, "placement.bind", params, token).await {
             Ok(_) => new += 1,
             Err(err) if is_already_bound(&err) => {}
             Err(err) => return Err(err),

@@ -22,13 +22,13 @@ async fn portal_with_orders(app: &TestApp) -> SimPortal {
     portal
 }
 
-fn change<'a>(entry: &'a b24_activity::store::ActivityEntry, label: &str) -> Option<&'a Value> {
+fn change<'a>(entry: &'a b24_activity::store::ActivityEntry, field: &str) -> Option<&'a Value> {
     entry
         .changes
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["label"] == label)
+        .find(|c| c["field"] == field)
 }
 
 #[tokio::test]
@@ -47,7 +47,7 @@ async fn item_type_and_user_names_appear_in_the_log() {
     assert_eq!(entry.type_title.as_deref(), Some("Orders"));
     assert_eq!(entry.user_name.as_deref(), Some("Ivan Petrov"));
     assert_eq!(
-        change(entry, "Stage").unwrap()["new"],
+        change(entry, "stageId").unwrap()["new"],
         "New",
         "a new item starts from its values"
     );
@@ -85,13 +85,13 @@ async fn two_updates_show_the_old_and_new_values_of_stage_and_amount() {
     let entries = app.wait_for_log(&portal, 3).await;
 
     let (amount, stage) = (&entries[0], &entries[1]);
-    let stage_change = change(stage, "Stage").expect("stage change recorded");
+    let stage_change = change(stage, "stageId").expect("stage change recorded");
     assert_eq!(
         (stage_change["old"].as_str(), stage_change["new"].as_str()),
         (Some("New"), Some("Won"))
     );
     assert_eq!(stage.user_name.as_deref(), Some("Maria Sokolova"));
-    let amount_change = change(amount, "Amount").expect("amount change recorded");
+    let amount_change = change(amount, "opportunity").expect("amount change recorded");
     assert_eq!(
         (amount_change["old"].as_str(), amount_change["new"].as_str()),
         (Some("100"), Some("250"))

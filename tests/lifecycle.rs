@@ -141,8 +141,8 @@ async fn user_and_robot_changes_reach_the_log_newest_first() {
     app.wait_for_log(&portal, 2).await;
     let page = portal.open_app(1, "DEFAULT", json!({})).await.unwrap();
     assert_eq!(page.status, 200, "{}", page.body);
-    let first_update = page.body.find(">update<").expect("update shown");
-    let first_add = page.body.find(">add<").expect("add shown");
+    let first_update = page.body.find("entry action-update").expect("update shown");
+    let first_add = page.body.find("entry action-add").expect("add shown");
     assert!(first_update < first_add, "newest first");
     assert!(page.body.contains(&format!("data-item=\"{id}\"")));
 }

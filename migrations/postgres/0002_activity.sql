@@ -11,6 +11,8 @@ CREATE TABLE activity (
     type_title TEXT,
     item_id BIGINT NOT NULL,
     item_title TEXT,
+    -- The title in lower case, for search.
+    title_search TEXT,
     -- Who made the change: the user of the event's token; NULL for robots and workflows.
     user_id BIGINT,
     user_name TEXT,

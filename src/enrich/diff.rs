@@ -33,7 +33,6 @@ impl Change {
     pub fn to_json(&self, old_shown: String, new_shown: String) -> Value {
         json!({
             "field": self.field,
-            "label": label(&self.field),
             "old": old_shown,
             "new": new_shown,
         })
@@ -130,32 +129,6 @@ fn order(field: &str) -> usize {
         .unwrap_or(ORDER.len())
 }
 
-/// A reader's name for a field; custom fields keep their code.
-pub fn label(field: &str) -> String {
-    let known = match field {
-        "title" => "Title",
-        "stageId" => "Stage",
-        "categoryId" => "Pipeline",
-        "opportunity" => "Amount",
-        "currencyId" => "Currency",
-        "assignedById" => "Responsible",
-        "begindate" => "Start date",
-        "closedate" => "End date",
-        "companyId" => "Company",
-        "contactId" => "Contact",
-        "contactIds" => "Contacts",
-        "observers" => "Observers",
-        "sourceId" => "Source",
-        "sourceDescription" => "Source details",
-        "isManualOpportunity" => "Manual amount",
-        "taxValue" => "Tax",
-        "opened" => "Available to everyone",
-        "mycompanyId" => "Your company",
-        _ => return field.to_owned(),
-    };
-    known.to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +189,5 @@ mod tests {
         assert_eq!(shown(&json!(null)), "");
         assert_eq!(shown(&json!([1, 2])), "1, 2");
         assert_eq!(shown(&json!(true)), "yes");
-        assert_eq!(label("stageId"), "Stage");
-        assert_eq!(label("ufCrm5_Color"), "ufCrm5_Color");
     }
 }

@@ -11,6 +11,7 @@ pub mod names;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -27,8 +28,10 @@ use names::{Names, Wanted, stage_list};
 const ROUND_SIZE: i64 = 1000;
 /// A worker that dies keeps its events this long; then another takes them.
 const LEASE_MS: i64 = 120_000;
-/// After a wake-up, wait this long so a burst arrives and each item is fetched once for it.
+/// After a wake-up, wait this long so a burst arrives and each item is fetched once for it;
+/// while events keep coming, wait again, up to `MAX_LINGER`.
 const LINGER: Duration = Duration::from_millis(250);
+const MAX_LINGER: Duration = Duration::from_secs(2);
 /// Without a wake-up, look for due events (retries, other instances' intake) this often.
 const POLL: Duration = Duration::from_millis(1000);
 /// Tries before an event is given up and shown as failed.
@@ -36,13 +39,31 @@ const MAX_ATTEMPTS: i64 = 12;
 /// A portal that cannot be called (needs reinstall, payment) is looked at again after this.
 const PARKED_MS: i64 = 10 * 60 * 1000;
 
-/// Wakes the worker when intake has stored something.
+/// Wakes the worker when intake has stored something, and counts how often it did.
 #[derive(Clone, Default)]
-pub struct Wake(Arc<Notify>);
+pub struct Wake(Arc<(Notify, AtomicU64)>);
 
 impl Wake {
     pub fn notify(&self) {
-        self.0.notify_one();
+        self.0.1.fetch_add(1, Ordering::Relaxed);
+        self.0.0.notify_one();
+    }
+
+    fn count(&self) -> u64 {
+        self.0.1.load(Ordering::Relaxed)
+    }
+
+    /// Waits while events keep arriving, at most `MAX_LINGER`: a burst then costs one fetch
+    /// per item instead of one per event.
+    async fn linger(&self) {
+        let start = tokio::time::Instant::now();
+        loop {
+            let before = self.count();
+            tokio::time::sleep(LINGER).await;
+            if self.count() == before || start.elapsed() >= MAX_LINGER {
+                return;
+            }
+        }
     }
 }
 
@@ -63,11 +84,12 @@ pub async fn run_worker(state: AppState, mut stop: watch::Receiver<bool>) {
         }
         if worked == 0 {
             tokio::select! {
-                _ = state.wake.0.notified() => tokio::time::sleep(LINGER).await,
-                _ = tokio::time::sleep(POLL) => {}
+                _ = state.wake.0.0.notified() => {}
+                _ = tokio::time::sleep(POLL) => continue,
                 _ = stopped(&mut stop) => return,
             }
         }
+        state.wake.linger().await;
     }
 }
 

@@ -273,6 +273,16 @@ impl Crm {
         Answer::page(stages, params, Value::Array)
     }
 
+    /// `user.current`: the token's own user; one never added is still someone, unnamed.
+    pub fn current_user(&self, user_id: u64) -> Value {
+        let (name, last_name) = self
+            .users
+            .get(&user_id)
+            .map(|u| (u.name.clone(), u.last_name.clone()))
+            .unwrap_or_default();
+        json!({"ID": user_id.to_string(), "NAME": name, "LAST_NAME": last_name, "TIME_ZONE": ""})
+    }
+
     /// `user.get` takes `ID` or `filter[ID]`, each one id or a list. Unknown ids (bots, system
     /// users) are simply missing from the answer.
     fn list_users(&self, params: &Param) -> Answer {

@@ -281,6 +281,9 @@ fn handle(
     if method == "batch" {
         return batch::run(world, portal, params, config);
     }
+    if method == "user.current" {
+        return Ok(Answer::of(state.crm.current_user(holder.user_id)));
+    }
     call_method(world, portal, method, params, config)
 }
 

@@ -138,8 +138,8 @@ impl Store {
             }
             sqlx::query(
                 "INSERT INTO activity (portal_id, event_id, action, entity_type_id, type_title, item_id,
-                     item_title, user_id, user_name, occurred_at, changes, outcome)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     item_title, title_search, user_id, user_name, occurred_at, changes, outcome)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (event_id) DO NOTHING",
             )
             .bind(entry.portal_id.0)
@@ -149,6 +149,7 @@ impl Store {
             .bind(&entry.type_title)
             .bind(entry.item_id)
             .bind(&entry.item_title)
+            .bind(entry.item_title.as_ref().map(|t| t.to_lowercase()))
             .bind(entry.user_id)
             .bind(&entry.user_name)
             .bind(entry.occurred_at)

@@ -7,6 +7,7 @@
 mod activity;
 mod chains;
 mod events;
+mod log;
 mod portals;
 
 use std::str::FromStr;
@@ -21,6 +22,7 @@ use crate::crypto::TokenCipher;
 pub use activity::{ActivityEntry, LeasedEvent, NewEntry, Snapshot};
 pub use chains::{NewPair, TokenChain};
 pub use events::{EventRecord, NewEvent};
+pub use log::{Cursor, LogFilter};
 pub use portals::{Installation, Portal, PortalId, PortalStatus};
 
 /// Which database sits behind the pool.
