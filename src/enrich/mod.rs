@@ -319,7 +319,8 @@ fn entries_for_item(
                 _ if !newest => ("collapsed", Vec::new()),
                 (_, _, Some(item)) => match previous {
                     Some(before) => ("recorded", differences(before, item)),
-                    None if event.action == "add" => ("recorded", initial_values(item)),
+                    // Created in this round: the creation is the starting point.
+                    None if events.iter().any(|e| e.action == "add") => ("recorded", initial_values(item)),
                     None => ("first_seen", Vec::new()),
                 },
                 _ => ("inaccessible", Vec::new()),
