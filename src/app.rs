@@ -202,14 +202,15 @@ pub fn spawn_background(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
-        tokio::spawn(refresh_idle_portals(state.clone(), stop.clone())),
+        tokio::spawn(maintenance(state.clone(), stop.clone())),
         tokio::spawn(enrich::run_worker(state.clone(), stop)),
     ]
 }
 
-/// Once an hour, refreshes the chains of portals idle for `IDLE_REFRESH_DAYS`: a refresh only
-/// where one is due, never a blanket schedule.
-async fn refresh_idle_portals(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Once an hour: refreshes the chains of portals idle for `IDLE_REFRESH_DAYS` (a refresh only
+/// where one is due, never a blanket schedule), deletes what removed portals left past
+/// `REMOVED_RETENTION_DAYS`, and forgets events turned into entries a week ago.
+async fn maintenance(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         match state
             .portals
@@ -219,6 +220,16 @@ async fn refresh_idle_portals(state: AppState, mut stop: tokio::sync::watch::Rec
             Ok(0) => {}
             Ok(n) => tracing::info!(portals = n, "refreshed idle token chains"),
             Err(err) => tracing::warn!("idle chain check failed: {err:#}"),
+        }
+        let now = crate::store::now();
+        let retention = state.settings.removed_retention.as_secs() as i64;
+        match state.store.purge_removed_portals(now - retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(portals = n, "deleted the data of long-removed portals"),
+            Err(err) => tracing::warn!("removed portal clean-up failed: {err:#}"),
+        }
+        if let Err(err) = state.store.prune_done_events(now - 7 * 86_400).await {
+            tracing::warn!("event clean-up failed: {err:#}");
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -43,6 +43,8 @@ pub struct Settings {
     pub rest_rate_burst: f64,
     /// First wait before an enrichment retry; it doubles with each failure.
     pub retry_base: Duration,
+    /// How long the log of a portal uninstalled without "delete data" is kept for a reinstall.
+    pub removed_retention: Duration,
 }
 
 /// A setting that is missing or malformed, named so the operator can fix it.
@@ -158,6 +160,11 @@ impl Settings {
             positive_number("REST_RATE_PER_SECOND", get("REST_RATE_PER_SECOND"), 2.0)?;
         let rest_rate_burst = positive_number("REST_RATE_BURST", get("REST_RATE_BURST"), 50.0)?;
         let retry_base_ms = positive_number("RETRY_BASE_MS", get("RETRY_BASE_MS"), 1000.0)?;
+        let retention_days = positive_number(
+            "REMOVED_RETENTION_DAYS",
+            get("REMOVED_RETENTION_DAYS"),
+            90.0,
+        )?;
 
         Ok(Settings {
             database_url,
@@ -175,6 +182,7 @@ impl Settings {
             rest_rate_per_second,
             rest_rate_burst,
             retry_base: Duration::from_millis(retry_base_ms as u64),
+            removed_retention: Duration::from_secs_f64(retention_days * 86_400.0),
         })
     }
 

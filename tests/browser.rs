@@ -17,10 +17,6 @@ use webdriver::{Browser, Driver, browser_available};
 
 const ROWS: &str = "document.querySelectorAll('tr.entry')";
 
-async fn row_count(browser: &Browser) -> u64 {
-    browser.run(&format!("return {ROWS}.length;"), json!([])).await.as_u64().unwrap()
-}
-
 async fn save_screenshot(browser: &Browser, name: &str) {
     let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
@@ -36,8 +32,13 @@ async fn save_screenshot(browser: &Browser, name: &str) {
 #[tokio::test]
 async fn the_framed_log_renders_pages_filters_and_updates_in_chromium() {
     let Some((chromium, chromedriver)) = browser_available() else {
-        assert!(std::env::var("CI").is_err(), "CI must have chromium and chromium-driver installed");
-        eprintln!("skipped: chromium or chromedriver is not installed (apt-get install chromium chromium-driver)");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have chromium and chromium-driver installed"
+        );
+        eprintln!(
+            "skipped: chromium or chromedriver is not installed (apt-get install chromium chromium-driver)"
+        );
         return;
     };
     let app = TestApp::spawn().await;
@@ -53,17 +54,29 @@ async fn the_framed_log_renders_pages_filters_and_updates_in_chromium() {
         let (type_id, user) = if n % 3 == 0 { (1038, 7) } else { (1220, 1) };
         let fields = json!({"title": format!("Order {n:02}"), "stageId": "DT1220_30:NEW", "categoryId": 30,
             "opportunity": 100 + n, "currencyId": "USD"});
-        let (id, _) = portal.create_item(type_id, fields, Changer::User(user)).await.unwrap();
+        let (id, _) = portal
+            .create_item(type_id, fields, Changer::User(user))
+            .await
+            .unwrap();
         if type_id == 1220 && first_order == 0 {
             first_order = id;
         }
     }
     app.wait_for_log(&portal, 59).await;
-    portal.update_item(1220, first_order, json!({"stageId": "DT1220_30:WON", "opportunity": 250}), Changer::User(7))
+    portal
+        .update_item(
+            1220,
+            first_order,
+            json!({"stageId": "DT1220_30:WON", "opportunity": 250}),
+            Changer::User(7),
+        )
         .await
         .unwrap();
     let xss = "<script>alert(1)</script>";
-    portal.create_item(1220, json!({"title": xss}), Changer::User(1)).await.unwrap();
+    portal
+        .create_item(1220, json!({"title": xss}), Changer::User(1))
+        .await
+        .unwrap();
     app.wait_for_log(&portal, 61).await;
 
     let driver = Driver::start(&chromedriver).await;
@@ -72,18 +85,46 @@ async fn the_framed_log_renders_pages_filters_and_updates_in_chromium() {
 
     // The portal page posts the frame into its iframe; the app answers with the log.
     browser.goto(&portal.page_url()).await;
-    browser.wait_for("return !!document.querySelector('#app-frame')", "the portal page").await;
+    browser
+        .wait_for(
+            "return !!document.querySelector('#app-frame')",
+            "the portal page",
+        )
+        .await;
     browser.enter_frame("#app-frame").await;
-    browser.wait_for(&format!("return {ROWS}.length === 50"), "the first page of the log").await;
-    let newest = browser.run(&format!("return {ROWS}[0].querySelector('.item-link').textContent;"), json!([])).await;
+    browser
+        .wait_for(
+            &format!("return {ROWS}.length === 50"),
+            "the first page of the log",
+        )
+        .await;
+    let newest = browser
+        .run(
+            &format!("return {ROWS}[0].querySelector('.item-link').textContent;"),
+            json!([]),
+        )
+        .await;
     assert_eq!(newest, xss, "markup in a title is shown as text");
-    let scripts = browser.run("return document.querySelectorAll('td script').length;", json!([])).await;
+    let scripts = browser
+        .run(
+            "return document.querySelectorAll('td script').length;",
+            json!([]),
+        )
+        .await;
     assert_eq!(scripts, 0, "no script element came from a title");
     let fits = browser
-        .run("return document.documentElement.scrollWidth <= document.documentElement.clientWidth;", json!([]))
+        .run(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
+            json!([]),
+        )
         .await;
     assert_eq!(fits, true, "no horizontal scroll bar at 1280 px");
-    let won = browser.run("return document.body.textContent.includes('New → Won');", json!([])).await;
+    let won = browser
+        .run(
+            "return document.body.textContent.includes('New → Won');",
+            json!([]),
+        )
+        .await;
     assert_eq!(won, true, "stage names in the changes");
     browser.leave_frames().await;
     save_screenshot(&browser, "screenshot-log.png").await;
@@ -94,17 +135,36 @@ async fn the_framed_log_renders_pages_filters_and_updates_in_chromium() {
 
     // Paging: the older page holds the rest and nothing of the first page.
     browser.enter_frame("#app-frame").await;
-    let last_id = browser.run(&format!("return {ROWS}[49].dataset.id;"), json!([])).await;
+    let last_id = browser
+        .run(&format!("return {ROWS}[49].dataset.id;"), json!([]))
+        .await;
     browser.click("#page-older").await;
-    browser.wait_for(&format!("return {ROWS}.length === 11"), "the second page").await;
-    let first_id = browser.run(&format!("return {ROWS}[0].dataset.id;"), json!([])).await;
-    let (first_id, last_id): (u64, u64) = (first_id.as_str().unwrap().parse().unwrap(), last_id.as_str().unwrap().parse().unwrap());
+    browser
+        .wait_for(&format!("return {ROWS}.length === 11"), "the second page")
+        .await;
+    let first_id = browser
+        .run(&format!("return {ROWS}[0].dataset.id;"), json!([]))
+        .await;
+    let (first_id, last_id): (u64, u64) = (
+        first_id.as_str().unwrap().parse().unwrap(),
+        last_id.as_str().unwrap().parse().unwrap(),
+    );
     assert!(first_id < last_id, "older entries on the older page");
     browser.click("#page-newer").await;
-    browser.wait_for(&format!("return {ROWS}.length === 50"), "back to the first page").await;
+    browser
+        .wait_for(
+            &format!("return {ROWS}.length === 50"),
+            "back to the first page",
+        )
+        .await;
 
     // Filters: one type.
-    browser.run("document.querySelector('#filter-type').value = '1038';", json!([])).await;
+    browser
+        .run(
+            "document.querySelector('#filter-type').value = '1038';",
+            json!([]),
+        )
+        .await;
     browser.click("#filter-apply").await;
     browser
         .wait_for(
@@ -113,15 +173,38 @@ async fn the_framed_log_renders_pages_filters_and_updates_in_chromium() {
         )
         .await;
     browser.click("#filter-reset").await;
-    browser.wait_for(&format!("return {ROWS}.length === 50"), "the whole log again").await;
+    browser
+        .wait_for(
+            &format!("return {ROWS}.length === 50"),
+            "the whole log again",
+        )
+        .await;
 
     // Live: a change made while the page is open appears without a reload.
-    browser.run("window.stillTheSamePage = true;", json!([])).await;
-    portal.create_item(1220, json!({"title": "Arrived while open"}), Changer::User(7)).await.unwrap();
     browser
-        .wait_for(&format!("return {ROWS}[0].textContent.includes('Arrived while open');"), "the live row")
+        .run("window.stillTheSamePage = true;", json!([]))
         .await;
-    assert_eq!(browser.run("return window.stillTheSamePage === true;", json!([])).await, true, "no reload");
+    portal
+        .create_item(
+            1220,
+            json!({"title": "Arrived while open"}),
+            Changer::User(7),
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            &format!("return {ROWS}[0].textContent.includes('Arrived while open');"),
+            "the live row",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .run("return window.stillTheSamePage === true;", json!([]))
+            .await,
+        true,
+        "no reload"
+    );
     browser.leave_frames().await;
 
     // The card tab of one item shows that item's history only.
@@ -132,16 +215,31 @@ async fn the_framed_log_renders_pages_filters_and_updates_in_chromium() {
         form_urlencoded::byte_serialize(options.as_bytes()).collect::<String>()
     );
     browser.goto(&tab_url).await;
-    browser.wait_for("return !!document.querySelector('#app-frame')", "the card page").await;
+    browser
+        .wait_for(
+            "return !!document.querySelector('#app-frame')",
+            "the card page",
+        )
+        .await;
     browser.enter_frame("#app-frame").await;
-    browser.wait_for(&format!("return {ROWS}.length === 2"), "the item's two entries").await;
+    browser
+        .wait_for(
+            &format!("return {ROWS}.length === 2"),
+            "the item's two entries",
+        )
+        .await;
     let same_item = browser
         .run(&format!("return Array.from({ROWS}).every(function (r) {{ return r.dataset.item === '{first_order}'; }});"), json!([]))
         .await;
     assert_eq!(same_item, true);
     browser.click(".item-link").await;
     let path = format!("/crm/type/1220/details/{first_order}/");
-    let opened = || portal.page_events().iter().any(|e| e["b24sim"] == "openPath" && e["path"] == path.as_str());
+    let opened = || {
+        portal
+            .page_events()
+            .iter()
+            .any(|e| e["b24sim"] == "openPath" && e["path"] == path.as_str())
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !opened() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

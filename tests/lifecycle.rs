@@ -413,3 +413,52 @@ async fn app_reinstall(portal: &b24_activity::simulator::SimPortal) {
 fn urlencode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+#[tokio::test]
+async fn a_removed_portal_is_deleted_once_its_retention_ran_out() {
+    let app = TestApp::spawn().await;
+    let kept = app.installed_portal().await;
+    let removed = app.installed_portal().await;
+    removed
+        .create_item(1220, json!({"title": "old"}), Changer::User(1))
+        .await
+        .unwrap();
+    app.wait_for_log(&removed, 1).await;
+    let id = app.stored_portal(&removed).await.unwrap().id;
+    removed.uninstall(false).await.unwrap();
+
+    let now = b24_activity::store::now();
+    assert_eq!(
+        app.state
+            .store
+            .purge_removed_portals(now - 60)
+            .await
+            .unwrap(),
+        0,
+        "still within retention"
+    );
+    assert!(app.stored_portal(&removed).await.is_some());
+
+    assert_eq!(
+        app.state
+            .store
+            .purge_removed_portals(now + 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(app.stored_portal(&removed).await.is_none());
+    assert!(
+        app.state
+            .store
+            .recent_activity(id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(app.state.store.count_events(id).await.unwrap(), 0);
+    assert!(
+        app.stored_portal(&kept).await.is_some(),
+        "an active portal is never touched"
+    );
+}

@@ -84,6 +84,15 @@ impl Store {
             .collect()
     }
 
+    /// Forgets events that became entries before `cutoff` (event time, unix seconds).
+    pub async fn prune_done_events(&self, cutoff: i64) -> anyhow::Result<u64> {
+        let done = sqlx::query("DELETE FROM events WHERE state = 'done' AND received_at < $1")
+            .bind(cutoff)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn count_events(&self, portal: PortalId) -> anyhow::Result<i64> {
         Ok(
             sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE portal_id = $1")

@@ -186,6 +186,23 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes everything of portals removed before `cutoff` (uninstalled without "delete
+    /// data" and not reinstalled since). Returns how many went.
+    pub async fn purge_removed_portals(&self, cutoff: i64) -> anyhow::Result<usize> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM portals WHERE status = 'removed' AND removed_at < $1",
+        )
+        .bind(cutoff)
+        .fetch_all(self.pool())
+        .await?;
+        for id in &ids {
+            self.purge_portal(PortalId(*id)).await?;
+        }
+        Ok(ids.len())
+    }
+}
+
 impl Portal {
     /// Whether events from this portal are accepted.
     pub fn accepts_events(&self) -> bool {

@@ -26,7 +26,11 @@ impl Drop for Driver {
 /// Where the browser and its driver are, if this machine has them.
 pub fn browser_available() -> Option<(String, String)> {
     let find = |names: &[&str]| {
-        names.iter().map(|n| std::path::Path::new(n)).find(|p| p.exists()).map(|p| p.display().to_string())
+        names
+            .iter()
+            .map(std::path::Path::new)
+            .find(|p| p.exists())
+            .map(|p| p.display().to_string())
     };
     let chromium = find(&["/usr/bin/chromium", "/usr/bin/chromium-browser"])?;
     let driver = find(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])?;
@@ -35,7 +39,11 @@ pub fn browser_available() -> Option<(String, String)> {
 
 impl Driver {
     pub async fn start(driver: &str) -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -45,19 +53,29 @@ impl Driver {
         let driver = Driver {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
         };
 
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ready = driver.http.get(format!("{}/status", driver.base)).send().await;
+            let ready = driver
+                .http
+                .get(format!("{}/status", driver.base))
+                .send()
+                .await;
             if let Ok(answer) = ready
                 && let Ok(status) = answer.json::<Value>().await
                 && status["value"]["ready"] == true
             {
                 return driver;
             }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -92,8 +110,13 @@ impl Driver {
             .json()
             .await
             .unwrap();
-        let id = answer["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {answer}"));
-        Browser { http: self.http.clone(), url: format!("{}/session/{id}", self.base) }
+        let id = answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {answer}"));
+        Browser {
+            http: self.http.clone(),
+            url: format!("{}/session/{id}", self.base),
+        }
     }
 }
 
@@ -117,34 +140,54 @@ impl Browser {
     }
 
     pub async fn goto(&self, url: &str) {
-        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) and returns its value.
     pub async fn run(&self, script: &str, args: Value) -> Value {
-        self.command(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": args})))
-            .await
+        self.command(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
     }
 
     pub async fn find(&self, css: &str) -> Value {
-        self.command(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
-            .await
+        self.command(
+            reqwest::Method::POST,
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        )
+        .await
     }
 
     pub async fn click(&self, css: &str) {
         let element = self.find(css).await;
         let id = element[ELEMENT_KEY].as_str().unwrap().to_owned();
-        self.command(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
     }
 
     /// Enters the frame that `css` selects in the current document.
     pub async fn enter_frame(&self, css: &str) {
         let element = self.find(css).await;
-        self.command(reqwest::Method::POST, "/frame", Some(json!({"id": element}))).await;
+        self.command(
+            reqwest::Method::POST,
+            "/frame",
+            Some(json!({"id": element})),
+        )
+        .await;
     }
 
     pub async fn leave_frames(&self) {
-        self.command(reqwest::Method::POST, "/frame", Some(json!({"id": null}))).await;
+        self.command(reqwest::Method::POST, "/frame", Some(json!({"id": null})))
+            .await;
     }
 
     /// Waits until `script` returns true, or fails with `what`.
@@ -160,8 +203,12 @@ impl Browser {
     }
 
     pub async fn screenshot(&self) -> Vec<u8> {
-        let encoded = self.command(reqwest::Method::GET, "/screenshot", None).await;
-        base64::engine::general_purpose::STANDARD.decode(encoded.as_str().unwrap()).unwrap()
+        let encoded = self
+            .command(reqwest::Method::GET, "/screenshot", None)
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().unwrap())
+            .unwrap()
     }
 
     pub async fn close(self) {
