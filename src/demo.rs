@@ -44,7 +44,7 @@ pub async fn run() -> anyhow::Result<()> {
     println!();
     println!("b24-activity demo is running (Ctrl-C stops it).");
     println!("  simulated portal page: {}", portal.page_url());
-    println!("  the app itself:        {public_url}");
+    println!("  the app (for portals): {public_url}");
     println!();
 
     server.await.context("server task")??;

@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
         .merge(log::router())
         .merge(live::router())
         .merge(export::router())
+        .route("/", get(landing))
         .route("/static/app.css", get(stylesheet))
         .route("/static/app.js", get(script))
 }
@@ -72,6 +73,15 @@ pub fn framed_page(template: &impl Template, frame_origin: Option<&str>) -> AppR
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// What someone who opens the app's address outside a portal sees.
+async fn landing() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "b24-activity is running. It is used from inside a Bitrix24 portal: install it from the \
+         marketplace, then open it from the portal's applications.\n",
+    )
 }
 
 async fn script() -> impl IntoResponse {
