@@ -78,6 +78,7 @@ impl AppState {
             settings.client_id.clone(),
             settings.client_secret.clone(),
         );
+        let live = Live::connect(&settings.database_url).await?;
         let budget = RateBudget::new(settings.rest_rate_per_second, settings.rest_rate_burst);
         let portals = PortalClient::new(
             store.clone(),
@@ -94,7 +95,7 @@ impl AppState {
             portals,
             signer: Signer::new(&key),
             wake: Wake::default(),
-            live: Live::default(),
+            live,
             verified: VerifiedTokens::default(),
             stopping: Stopping::default(),
         })

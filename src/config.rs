@@ -45,6 +45,9 @@ pub struct Settings {
     pub retry_base: Duration,
     /// How long the log of a portal uninstalled without "delete data" is kept for a reinstall.
     pub removed_retention: Duration,
+    /// How long a worker keeps the events it took; if its instance dies, another takes them
+    /// after this.
+    pub enrich_lease: Duration,
 }
 
 /// A setting that is missing or malformed, named so the operator can fix it.
@@ -165,6 +168,20 @@ impl Settings {
             get("REMOVED_RETENTION_DAYS"),
             90.0,
         )?;
+        let enrich_lease_secs = match get("ENRICH_LEASE_SECONDS") {
+            None => 120,
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|s| (1..=3600).contains(s))
+                .ok_or_else(|| {
+                    problem(
+                        "ENRICH_LEASE_SECONDS",
+                        "must be a number of seconds from 1 to 3600",
+                    )
+                })?,
+        };
 
         Ok(Settings {
             database_url,
@@ -183,6 +200,7 @@ impl Settings {
             rest_rate_burst,
             retry_base: Duration::from_millis(retry_base_ms as u64),
             removed_retention: Duration::from_secs_f64(retention_days * 86_400.0),
+            enrich_lease: Duration::from_secs(enrich_lease_secs),
         })
     }
 
@@ -310,6 +328,7 @@ mod tests {
             ("IDLE_REFRESH_DAYS", "400"),
             ("REST_RATE_PER_SECOND", "-1"),
             ("RETRY_BASE_MS", "soon"),
+            ("ENRICH_LEASE_SECONDS", "0"),
         ] {
             let mut vars = REQUIRED.to_vec();
             vars.push((name, value));

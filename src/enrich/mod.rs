@@ -26,8 +26,6 @@ use entries::{Fetched, drop_repeats_within, entries_for_item, wanted_names};
 
 /// Events leased per round, across portals.
 const ROUND_SIZE: i64 = 1000;
-/// A worker that dies keeps its events this long; then another takes them.
-const LEASE_MS: i64 = 120_000;
 /// After a wake-up, wait this long so a burst arrives and each item is fetched once for it;
 /// while events keep coming, wait again, up to `MAX_LINGER`.
 const LINGER: Duration = Duration::from_millis(250);
@@ -96,9 +94,11 @@ pub async fn run_worker(state: AppState, mut stop: watch::Receiver<bool>) {
 /// One round: lease what is due and work through it portal by portal, portals side by side.
 /// Returns how many events were leased.
 pub async fn run_round(state: &AppState, owner: &str) -> anyhow::Result<usize> {
+    // A worker that dies keeps its events for the lease; then another takes them.
+    let lease_ms = state.settings.enrich_lease.as_millis() as i64;
     let events = state
         .store
-        .lease_events(owner, ROUND_SIZE, LEASE_MS)
+        .lease_events(owner, ROUND_SIZE, lease_ms)
         .await?;
     let leased = events.len();
     let mut by_portal: BTreeMap<PortalId, Vec<LeasedEvent>> = BTreeMap::new();

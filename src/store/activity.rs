@@ -1,13 +1,13 @@
 //! The enrichment side of the store: leasing stored events, item snapshots, cached names and
 //! the activity entries themselves.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{PortalId, Store, now, now_ms};
+use super::{Backend, PortalId, Store, now, now_ms};
 
 /// An event leased to one worker until its lease runs out.
 #[derive(Debug, Clone)]
@@ -113,6 +113,18 @@ impl Store {
         snapshots: &[Snapshot<'_>],
     ) -> anyhow::Result<usize> {
         let mut tx = self.pool().begin().await?;
+        // Pages ask for entries past the newest they show, so a portal's entries must become
+        // visible in id order. SQLite has one writer at a time; on PostgreSQL two workers
+        // could commit a portal's entries out of order, so they take turns per portal.
+        if self.backend() == Backend::Postgres {
+            let portals: BTreeSet<i64> = entries.iter().map(|e| e.portal_id.0).collect();
+            for portal in portals {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(portal)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         for id in repeats {
             sqlx::query(
                 "UPDATE events SET state = 'done', lease_owner = NULL, lease_until = NULL, last_error = NULL

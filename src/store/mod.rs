@@ -1,14 +1,16 @@
 //! The store: portals, their token chains, events and the activity log.
 //!
 //! One interface over SQLite (the embedded default) and PostgreSQL. Queries are written once
-//! in SQL both understand and run through sqlx's `Any` driver; only the migrations differ. Times
-//! are unix seconds and flags are integers or text, the types `Any` carries on both.
+//! in SQL both understand and run through sqlx's `Any` driver; only the migrations differ, and
+//! the locks that make instances take turns where SQLite's single writer does that by itself.
+//! Times are unix seconds and flags are integers or text, the types `Any` carries on both.
 
 mod activity;
 mod chains;
 mod events;
 mod log;
 mod portals;
+mod writer;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -54,11 +56,17 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The advisory lock key that makes PostgreSQL migrations take turns ("b24activ"). The other
+/// advisory locks are portal ids (see `record_activity`), far below this.
+const MIGRATION_LOCK: i64 = 0x6232_3461_6374_6976;
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
     cipher: TokenCipher,
+    /// Group commit of accepted events (see `writer`).
+    events: writer::EventWriter,
 }
 
 impl Store {
@@ -94,6 +102,7 @@ impl Store {
             .context("cannot connect to the database (DATABASE_URL)")?;
 
         Ok(Store {
+            events: writer::EventWriter::start(pool.clone()),
             pool,
             backend,
             cipher,
@@ -104,19 +113,23 @@ impl Store {
         self.backend
     }
 
-    /// Applies the migrations not applied yet, each in its own transaction.
+    /// Applies the migrations not applied yet, each in its own transaction. Instances that
+    /// start together may all call this: each transaction first takes the migration lock, so
+    /// they take turns and each migration is applied once.
     pub async fn migrate(&self) -> anyhow::Result<usize> {
-        self.pool
-            .execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-            )
-            .await
-            .context("creating schema_migrations")?;
+        let mut tx = self.begin_migration().await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .context("creating schema_migrations")?;
+        tx.commit().await?;
 
         let mut applied = 0;
         for migration in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_migration().await?;
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(migration.version)
@@ -146,6 +159,25 @@ impl Store {
             applied += 1;
         }
         Ok(applied)
+    }
+
+    /// A transaction holding the migration lock: on PostgreSQL an advisory lock released with
+    /// the transaction, on SQLite the database's write lock, taken at the start rather than at
+    /// the first write so that a second migrator waits instead of failing.
+    async fn begin_migration(&self) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .context("taking the migration lock")?;
+                tx
+            }
+        };
+        Ok(tx)
     }
 
     /// A cheap round trip, for health checks.

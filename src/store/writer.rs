@@ -109,10 +109,19 @@ async fn insert_together(pool: &AnyPool, batch: &[Queued]) -> Result<(), Failed>
         insert_rows(&mut tx, &events, now()).await?;
         anyhow::Ok(tx)
     };
+    let t0 = std::time::Instant::now();
     let tx = insert.await.map_err(Failed::Insert)?;
-    tx.commit()
-        .await
-        .map_err(|err| Failed::Commit(err.into()))
+    let t1 = t0.elapsed();
+    let r = tx.commit().await.map_err(|err| Failed::Commit(err.into()));
+    if std::env::var("WRITER_DEBUG").is_ok() {
+        eprintln!(
+            "DBG batch {} insert {:?} commit {:?}",
+            batch.len(),
+            t1,
+            t0.elapsed() - t1
+        );
+    }
+    r
 }
 
 async fn insert_alone(pool: &AnyPool, event: &NewEvent) -> anyhow::Result<()> {

@@ -277,10 +277,40 @@ impl TestBackend {
     }
 }
 
+/// An empty database of the backend `TEST_DATABASE` names, for tests that open stores of
+/// their own; removed when dropped.
+pub struct EmptyDatabase {
+    pub url: String,
+    _dir: tempfile::TempDir,
+    _postgres: Option<TestDatabase>,
+}
+
+impl EmptyDatabase {
+    pub async fn create() -> EmptyDatabase {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match TestBackend::from_env() {
+            TestBackend::Sqlite => EmptyDatabase {
+                url: format!("sqlite://{}/app.db", dir.path().display()),
+                _dir: dir,
+                _postgres: None,
+            },
+            TestBackend::Postgres => {
+                let database = TestDatabase::create().await;
+                EmptyDatabase {
+                    url: database.url.clone(),
+                    _dir: dir,
+                    _postgres: Some(database),
+                }
+            }
+        }
+    }
+}
+
 /// Prefix of the databases tests create, so that leftovers are recognised.
 const TEST_DATABASE_PREFIX: &str = "b24_test_";
-/// A leftover this old belongs to no running test (a killed run) and is dropped.
-const LEFTOVER_AGE_SECS: u64 = 6 * 3600;
+/// A leftover this old belongs to no running test (a killed run) and is dropped, unless
+/// something is connected to it.
+const LEFTOVER_AGE_SECS: u64 = 3600;
 
 /// A PostgreSQL database of one test, dropped when the value is.
 pub struct TestDatabase {
@@ -373,13 +403,13 @@ fn skip_without_postgres(admin_url: &str, err: &sqlx::Error) -> ! {
         std::io::stderr(),
         "SKIPPED {}: TEST_DATABASE=postgres, but PostgreSQL at {admin_url} is unreachable ({err}); \
          start it or set TEST_POSTGRES_URL",
-        std::env::args().next().unwrap_or_default()
+        module_path!().split("::").next().unwrap_or_default()
     );
     std::process::exit(0);
 }
 
-/// Drops test databases left by killed runs, once per test binary. Only old ones: a fresh one
-/// may belong to a run going on beside this one.
+/// Drops test databases left by killed runs, once per test binary. Only old ones, and without
+/// FORCE: a fresh or connected one may belong to a run going on beside this one.
 async fn drop_leftovers(admin: &mut sqlx::PgConnection) {
     static SWEPT: OnceLock<()> = OnceLock::new();
     if SWEPT.set(()).is_err() {
@@ -403,7 +433,7 @@ async fn drop_leftovers(admin: &mut sqlx::PgConnection) {
         if created.is_some_and(|c| c + LEFTOVER_AGE_SECS < now) {
             let _ = admin
                 .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    "DROP DATABASE IF EXISTS {name}"
                 )))
                 .await;
         }
