@@ -21,7 +21,7 @@ use crate::platform::budget::RateBudget;
 use crate::platform::oauth::OAuthServers;
 use crate::platform::portal::PortalClient;
 use crate::platform::rest;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::verify::VerifiedTokens;
 use crate::{enrich, install, intake, ui};
 
@@ -79,7 +79,11 @@ impl AppState {
             settings.client_secret.clone(),
         );
         let live = Live::connect(&settings.database_url).await?;
-        let budget = RateBudget::new(settings.rest_rate_per_second, settings.rest_rate_burst);
+        let (rate, burst) = (settings.rest_rate_per_second, settings.rest_rate_burst);
+        let budget = match store.backend() {
+            Backend::Sqlite => RateBudget::new(rate, burst),
+            Backend::Postgres => RateBudget::shared(store.clone(), rate, burst),
+        };
         let portals = PortalClient::new(
             store.clone(),
             http.clone(),

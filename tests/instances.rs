@@ -518,3 +518,78 @@ async fn a_page_reading_past_its_newest_entry_misses_none_that_two_workers_write
         "entries became visible below the newest shown: {missed:?}"
     );
 }
+
+#[tokio::test]
+async fn an_item_leased_by_one_worker_waits_for_it() {
+    let database = EmptyDatabase::create().await;
+    let store = Store::connect(&database.url, TokenCipher::new(&TokenKey::generate()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let portal = store
+        .record_installation(&test_installation())
+        .await
+        .unwrap()
+        .id;
+    let mut second = test_event(portal, 1);
+    second.dedup_key = "again".into();
+    store.insert_event(test_event(portal, 1)).await.unwrap();
+    store.insert_event(second).await.unwrap();
+    store.insert_event(test_event(portal, 2)).await.unwrap();
+
+    let first = store.lease_events("one", 1, 60_000).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let other = store.lease_events("two", 10, 60_000).await.unwrap();
+    assert_eq!(
+        other.iter().map(|e| e.item_id).collect::<Vec<_>>(),
+        [2],
+        "the item the first worker holds is not compared twice at once"
+    );
+
+    store
+        .retry_events(&[first[0].id], "one", 0, "test")
+        .await
+        .unwrap();
+    let later = store.lease_events("two", 10, 60_000).await.unwrap();
+    assert_eq!(
+        later.len(),
+        2,
+        "once released, both events of the item are taken together"
+    );
+    assert!(later.iter().all(|e| e.item_id == 1));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn instances_share_one_rest_budget_per_portal() {
+    let database = EmptyDatabase::create().await;
+    let cipher = TokenCipher::new(&TokenKey::generate());
+    let one = Store::connect(&database.url, cipher.clone()).await.unwrap();
+    let two = Store::connect(&database.url, cipher).await.unwrap();
+    one.migrate().await.unwrap();
+    let portal = one
+        .record_installation(&test_installation())
+        .await
+        .unwrap()
+        .id;
+
+    for n in 0..5 {
+        let store = if n % 2 == 0 { &one } else { &two };
+        assert_eq!(
+            store.take_budget(portal, 0.5, 5.0).await.unwrap(),
+            None,
+            "request {n} fits the burst"
+        );
+    }
+    let wait = two
+        .take_budget(portal, 0.5, 5.0)
+        .await
+        .unwrap()
+        .expect("the sixth waits, whoever asks");
+    assert!(
+        wait > Duration::from_millis(1000) && wait <= Duration::from_secs(2),
+        "{wait:?}"
+    );
+    one.close().await;
+    two.close().await;
+}

@@ -24,6 +24,10 @@ CREATE TABLE portals (
     refresh_owner TEXT,
     refresh_lease_until BIGINT,
     last_refresh_at BIGINT,
+    -- The portal's REST budget shared by every instance: a leaky bucket's level and when it
+    -- was last drained (unix milliseconds).
+    budget_level DOUBLE PRECISION NOT NULL DEFAULT 0,
+    budget_at BIGINT NOT NULL DEFAULT 0,
     last_rest_at BIGINT,
     installed_at BIGINT,
     removed_at BIGINT,
@@ -58,3 +62,4 @@ CREATE TABLE events (
 CREATE INDEX events_by_portal ON events (portal_id, id);
 CREATE INDEX events_pending ON events (state, next_attempt_at);
 CREATE INDEX events_by_key ON events (portal_id, dedup_key);
+CREATE INDEX events_by_item ON events (portal_id, entity_type_id, item_id);

@@ -24,6 +24,10 @@ CREATE TABLE portals (
     refresh_owner TEXT,
     refresh_lease_until INTEGER,
     last_refresh_at INTEGER,
+    -- The portal's REST budget shared by every instance: a leaky bucket's level and when it
+    -- was last drained (unix milliseconds).
+    budget_level REAL NOT NULL DEFAULT 0,
+    budget_at INTEGER NOT NULL DEFAULT 0,
     last_rest_at INTEGER,
     installed_at INTEGER,
     removed_at INTEGER,
@@ -58,3 +62,4 @@ CREATE TABLE events (
 CREATE INDEX events_by_portal ON events (portal_id, id);
 CREATE INDEX events_pending ON events (state, next_attempt_at);
 CREATE INDEX events_by_key ON events (portal_id, dedup_key);
+CREATE INDEX events_by_item ON events (portal_id, entity_type_id, item_id);

@@ -1,17 +1,21 @@
 //! The per-portal REST budget: a leaky bucket like the platform's own, so that the app waits
-//! before it would be refused.
+//! before it would be refused. One instance (SQLite) keeps the buckets in memory; several
+//! instances on PostgreSQL share them through the database, as the platform counts their
+//! requests together.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::store::PortalId;
+use crate::store::{PortalId, Store};
 
 #[derive(Clone)]
 pub struct RateBudget {
     per_second: f64,
     burst: f64,
     buckets: Arc<Mutex<HashMap<PortalId, Bucket>>>,
+    /// Where the buckets live when instances share them.
+    shared: Option<Store>,
 }
 
 struct Bucket {
@@ -25,11 +29,33 @@ impl RateBudget {
             per_second,
             burst: burst.max(1.0),
             buckets: Arc::default(),
+            shared: None,
+        }
+    }
+
+    /// A budget kept in `store`, shared with every instance on the same database.
+    pub fn shared(store: Store, per_second: f64, burst: f64) -> RateBudget {
+        RateBudget {
+            shared: Some(store),
+            ..RateBudget::new(per_second, burst)
         }
     }
 
     /// Waits until the portal may take one more request, and takes it.
     pub async fn acquire(&self, portal: PortalId) {
+        if let Some(store) = &self.shared {
+            loop {
+                match store.take_budget(portal, self.per_second, self.burst).await {
+                    Ok(None) => return,
+                    Ok(Some(wait)) => tokio::time::sleep(wait).await,
+                    Err(err) => {
+                        // Better this instance's own bucket than no budget at all.
+                        tracing::warn!("shared REST budget unavailable: {err:#}");
+                        break;
+                    }
+                }
+            }
+        }
         while let Some(wait) = self.try_take(portal) {
             tokio::time::sleep(wait).await;
         }
@@ -57,7 +83,12 @@ impl RateBudget {
     }
 
     /// After the platform refused for load, treat the bucket as full.
-    pub fn fill(&self, portal: PortalId) {
+    pub async fn fill(&self, portal: PortalId) {
+        if let Some(store) = &self.shared
+            && let Err(err) = store.fill_budget(portal, self.burst).await
+        {
+            tracing::warn!("shared REST budget unavailable: {err:#}");
+        }
         let mut buckets = self.buckets.lock().expect("budget lock");
         buckets.insert(
             portal,
@@ -93,10 +124,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_refusal_fills_the_bucket() {
+    #[tokio::test]
+    async fn a_refusal_fills_the_bucket() {
         let budget = RateBudget::new(2.0, 50.0);
-        budget.fill(PortalId(1));
+        budget.fill(PortalId(1)).await;
         assert!(budget.try_take(PortalId(1)).is_some());
     }
 }

@@ -176,7 +176,7 @@ impl PortalClient {
                 }
                 Err(err) => {
                     if err.code() == Some("QUERY_LIMIT_EXCEEDED") {
-                        self.budget.fill(portal);
+                        self.budget.fill(portal).await;
                     }
                     self.note_refusal(&chain, &err).await?;
                     return Err(err.into());

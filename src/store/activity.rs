@@ -9,6 +9,10 @@ use sqlx::any::AnyRow;
 
 use super::{Backend, PortalId, Store, now, now_ms};
 
+/// The advisory lock that makes leasing take turns on PostgreSQL ("b24lease"); far above the
+/// portal ids used as locks by `record_activity`.
+const LEASE_LOCK: i64 = 0x6232_346c_6561_7365;
+
 /// An event leased to one worker until its lease runs out.
 #[derive(Debug, Clone)]
 pub struct LeasedEvent {
@@ -68,7 +72,10 @@ pub struct Snapshot<'a> {
 impl Store {
     /// Leases up to `limit` events that are due, oldest first. An event whose lease ran out
     /// (its worker died) is due again, so nothing is lost and nothing is worked on twice at
-    /// once: the lease conditions are checked again on each row as it is updated.
+    /// once: the lease conditions are checked again on each row as it is updated. An item
+    /// with events leased elsewhere is left alone until those are done, so two workers never
+    /// compare the same item with the same snapshot; leasing takes turns across instances for
+    /// that check to hold.
     pub async fn lease_events(
         &self,
         owner: &str,
@@ -76,13 +83,26 @@ impl Store {
         lease_ms: i64,
     ) -> anyhow::Result<Vec<LeasedEvent>> {
         let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(LEASE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
         let rows = sqlx::query(
             "UPDATE events SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
              WHERE id IN (
-                 SELECT id FROM events
-                 WHERE state = 'pending' AND next_attempt_at <= $3
-                   AND (lease_until IS NULL OR lease_until < $3)
-                 ORDER BY id LIMIT $4)
+                 SELECT due.id FROM events due
+                 WHERE due.state = 'pending' AND due.next_attempt_at <= $3
+                   AND (due.lease_until IS NULL OR due.lease_until < $3)
+                   AND NOT EXISTS (
+                       SELECT 1 FROM events busy
+                       WHERE busy.portal_id = due.portal_id
+                         AND busy.entity_type_id = due.entity_type_id
+                         AND busy.item_id = due.item_id
+                         AND busy.state = 'pending' AND busy.lease_until >= $3)
+                 ORDER BY due.id LIMIT $4)
                AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3)
              RETURNING id, portal_id, action, entity_type_id, item_id, user_id, event_ts, attempts,
                  dedup_key",
@@ -91,8 +111,9 @@ impl Store {
         .bind(now + lease_ms)
         .bind(now)
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
 
         let mut events = rows
             .iter()

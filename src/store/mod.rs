@@ -6,6 +6,7 @@
 //! Times are unix seconds and flags are integers or text, the types `Any` carries on both.
 
 mod activity;
+mod budget;
 mod chains;
 mod events;
 mod log;
@@ -102,7 +103,7 @@ impl Store {
             .context("cannot connect to the database (DATABASE_URL)")?;
 
         Ok(Store {
-            events: writer::EventWriter::start(pool.clone()),
+            events: writer::EventWriter::start(pool.clone(), backend),
             pool,
             backend,
             cipher,
