@@ -13,6 +13,17 @@ use super::{Backend, PortalId, Store, now, now_ms};
 /// portal ids used as locks by `record_activity`.
 const LEASE_LOCK: i64 = 0x6232_346c_6561_7365;
 
+/// Values per `IN (...)` list, well under every driver's parameter limit.
+const ID_CHUNK: usize = 500;
+
+/// `$first, $first+1, ...`: `count` numbered parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// An event leased to one worker until its lease runs out.
 #[derive(Debug, Clone)]
 pub struct LeasedEvent {
@@ -220,33 +231,39 @@ impl Store {
         at_ms: i64,
         reason: &str,
     ) -> anyhow::Result<()> {
-        for id in ids {
-            sqlx::query(
-                "UPDATE events SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $3, last_error = $4
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
-            )
-            .bind(id)
-            .bind(owner)
-            .bind(at_ms)
-            .bind(reason)
-            .execute(self.pool())
-            .await?;
+        for chunk in ids.chunks(ID_CHUNK) {
+            let sql = format!(
+                "UPDATE events SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $2, last_error = $3
+                 WHERE lease_owner = $1 AND state = 'pending' AND id IN ({})",
+                placeholders(4, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(at_ms)
+                .bind(reason);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(self.pool()).await?;
         }
         Ok(())
     }
 
     /// Gives up on leased events, keeping the reason.
     pub async fn fail_events(&self, ids: &[i64], owner: &str, reason: &str) -> anyhow::Result<()> {
-        for id in ids {
-            sqlx::query(
-                "UPDATE events SET state = 'failed', lease_owner = NULL, lease_until = NULL, last_error = $3
-                 WHERE id = $1 AND lease_owner = $2",
-            )
-            .bind(id)
-            .bind(owner)
-            .bind(reason)
-            .execute(self.pool())
-            .await?;
+        for chunk in ids.chunks(ID_CHUNK) {
+            let sql = format!(
+                "UPDATE events SET state = 'failed', lease_owner = NULL, lease_until = NULL, last_error = $2
+                 WHERE lease_owner = $1 AND id IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(reason);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(self.pool()).await?;
         }
         Ok(())
     }
@@ -276,19 +293,21 @@ impl Store {
         keys: &[String],
     ) -> anyhow::Result<HashMap<String, String>> {
         let mut names = HashMap::new();
-        let now = now();
-        for key in keys {
-            let name: Option<String> = sqlx::query_scalar(
-                "SELECT name FROM names WHERE portal_id = $1 AND kind = $2 AND name_key = $3 AND expires_at > $4",
-            )
-            .bind(portal.0)
-            .bind(kind)
-            .bind(key)
-            .bind(now)
-            .fetch_optional(self.pool())
-            .await?;
-            if let Some(name) = name {
-                names.insert(key.clone(), name);
+        for chunk in keys.chunks(ID_CHUNK) {
+            let sql = format!(
+                "SELECT name_key, name FROM names
+                 WHERE portal_id = $1 AND kind = $2 AND expires_at > $3 AND name_key IN ({})",
+                placeholders(4, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(portal.0)
+                .bind(kind)
+                .bind(now());
+            for key in chunk {
+                query = query.bind(key);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                names.insert(row.try_get("name_key")?, row.try_get("name")?);
             }
         }
         Ok(names)
@@ -325,17 +344,18 @@ impl Store {
         keys: &[&str],
     ) -> anyhow::Result<std::collections::HashSet<String>> {
         let mut found = std::collections::HashSet::new();
-        for key in keys {
-            let seen: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM events WHERE portal_id = $1 AND dedup_key = $2 AND state = 'done' LIMIT 1",
-            )
-            .bind(portal.0)
-            .bind(*key)
-            .fetch_optional(self.pool())
-            .await?;
-            if seen.is_some() {
-                found.insert((*key).to_owned());
+        for chunk in keys.chunks(ID_CHUNK) {
+            let sql = format!(
+                "SELECT DISTINCT dedup_key FROM events
+                 WHERE portal_id = $1 AND state = 'done' AND dedup_key IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query =
+                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(portal.0);
+            for key in chunk {
+                query = query.bind(*key);
             }
+            found.extend(query.fetch_all(self.pool()).await?);
         }
         Ok(found)
     }
