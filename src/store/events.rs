@@ -1,15 +1,10 @@
 //! Events as received: the durable queue between intake and enrichment.
 
-use std::fmt::Write as _;
-
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
 
 use super::writer::WriterGone;
-use super::{PortalId, Store, now};
-
-/// Rows per `INSERT`: a batch goes in statements of these sizes, largest first, so that only
-/// these few statements exist and each stays prepared on its connection.
-const ROWS_PER_STATEMENT: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+use super::{Backend, PortalId, Store, now};
 
 /// An item event accepted by the intake.
 #[derive(Debug, Clone)]
@@ -49,7 +44,7 @@ impl Store {
             // The runtime the writer ran on has ended, while this store lives on.
             Err(WriterGone(event)) => {
                 let mut conn = self.pool().acquire().await?;
-                insert_rows(&mut conn, &[&event], now()).await
+                insert_rows(&mut conn, self.backend, &[&event], now()).await
             }
         }
     }
@@ -106,66 +101,68 @@ impl Store {
     }
 }
 
-/// Inserts `events` on `conn` (a transaction, when they must stand or fall together).
+/// Inserts `events` in their order with one statement: all or none of them, committed when
+/// it returns (no transaction is open on `conn`). The events travel as one JSON array, so that
+/// a batch of any size is one round trip and one prepared statement.
 pub(super) async fn insert_rows(
     conn: &mut AnyConnection,
+    backend: Backend,
     events: &[&NewEvent],
     received_at: i64,
 ) -> anyhow::Result<()> {
-    let mut rest = events;
-    while !rest.is_empty() {
-        let rows = ROWS_PER_STATEMENT
-            .into_iter()
-            .find(|rows| *rows <= rest.len())
-            .unwrap_or(1);
-        let (these, after) = rest.split_at(rows);
-        let mut insert = sqlx::query(AssertSqlSafe(insert_sql(rows)));
-        for event in these {
-            insert = insert
-                .bind(event.portal_id.0)
-                .bind(event.action)
-                .bind(event.entity_type_id)
-                .bind(event.item_id)
-                .bind(event.user_id)
-                .bind(event.event_ts)
-                .bind(received_at)
-                .bind(&event.dedup_key);
+    let rows: Vec<EventRow> = events.iter().map(|event| EventRow::from(*event)).collect();
+    let sql = match backend {
+        // Each element is parsed once into SQLite's binary JSON, then read field by field.
+        Backend::Sqlite => {
+            "WITH batch AS MATERIALIZED (SELECT key, jsonb(value) AS event FROM json_each($1))
+             INSERT INTO events (portal_id, action, entity_type_id, item_id, user_id, event_ts,
+                 received_at, dedup_key)
+             SELECT event ->> 'portal_id', event ->> 'action', event ->> 'entity_type_id',
+                 event ->> 'item_id', event ->> 'user_id', event ->> 'event_ts', $2,
+                 event ->> 'dedup_key'
+             FROM batch ORDER BY key"
         }
-        insert.execute(&mut *conn).await?;
-        rest = after;
-    }
+        Backend::Postgres => {
+            "INSERT INTO events (portal_id, action, entity_type_id, item_id, user_id, event_ts,
+                 received_at, dedup_key)
+             SELECT (e.event ->> 'portal_id')::BIGINT, e.event ->> 'action',
+                 (e.event ->> 'entity_type_id')::BIGINT, (e.event ->> 'item_id')::BIGINT,
+                 (e.event ->> 'user_id')::BIGINT, (e.event ->> 'event_ts')::BIGINT, $2,
+                 e.event ->> 'dedup_key'
+             FROM jsonb_array_elements($1::JSONB) WITH ORDINALITY AS e (event, n)
+             ORDER BY e.n"
+        }
+    };
+    sqlx::query(sql)
+        .bind(serde_json::to_string(&rows)?)
+        .bind(received_at)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
-/// `INSERT INTO events (...) VALUES ($1, ..., $8), ($9, ..., $16), ...` for `rows` rows.
-fn insert_sql(rows: usize) -> String {
-    const COLUMNS: usize = 8;
-    let mut sql = String::from(
-        "INSERT INTO events (portal_id, action, entity_type_id, item_id, user_id, event_ts, \
-         received_at, dedup_key) VALUES ",
-    );
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 1..=COLUMNS {
-            let separator = if column == COLUMNS { ")" } else { ", " };
-            let _ = write!(sql, "${}{separator}", row * COLUMNS + column);
-        }
-    }
-    sql
+/// An event as `insert_rows` sends it.
+#[derive(Serialize)]
+struct EventRow<'a> {
+    portal_id: i64,
+    action: &'a str,
+    entity_type_id: i64,
+    item_id: i64,
+    user_id: Option<i64>,
+    event_ts: i64,
+    dedup_key: &'a str,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::insert_sql;
-
-    #[test]
-    fn an_insert_of_two_rows_numbers_sixteen_parameters() {
-        let sql = insert_sql(2);
-        assert!(
-            sql.ends_with(
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, $11, $12, $13, $14, $15, $16)"
-            ),
-            "{sql}"
-        );
+impl<'a> From<&'a NewEvent> for EventRow<'a> {
+    fn from(event: &'a NewEvent) -> EventRow<'a> {
+        EventRow {
+            portal_id: event.portal_id.0,
+            action: event.action,
+            entity_type_id: event.entity_type_id,
+            item_id: event.item_id,
+            user_id: event.user_id,
+            event_ts: event.event_ts,
+            dedup_key: &event.dedup_key,
+        }
     }
 }

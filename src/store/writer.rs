@@ -1,22 +1,35 @@
 //! Group commit for events: intake hands each accepted event to one writer task, which stores
-//! whatever has queued up meanwhile in one transaction. A burst then costs one commit (one
-//! fsync) per batch instead of one per event, and each request still hears back only once the
-//! transaction holding its event has committed: stored durably, then answered.
+//! whatever has queued up meanwhile with one statement, in one transaction. A burst then costs
+//! one commit (one fsync) per batch instead of one per event, and each request still hears
+//! back only once the transaction holding its event has committed: stored durably, then
+//! answered.
 //!
-//! No batch waits to fill: the writer takes what is queued the moment it is free, so a lone
-//! event is written at once and a burst groups itself while the previous commit runs.
+//! No batch waits on a timer: the writer takes what is queued the moment it is free (after a
+//! turn for handlers about to queue theirs), so a lone event is written at once and a burst
+//! groups itself while the previous commit runs.
+
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::{NewEvent, insert_rows};
-use super::now;
+use super::{Backend, now};
 
 /// Events waiting for the writer; when it is full, intake waits instead of piling up memory.
 const QUEUE: usize = 4096;
 /// Events in one transaction at most.
 const MAX_BATCH: usize = 512;
+/// Turns the writer gives waiting handlers before it writes what it has.
+const GATHER_TURNS: usize = 4;
+/// While another connection writes to SQLite, the writer asks again this often. SQLite's own
+/// wait (`busy_timeout`) sleeps in growing steps of up to 100 ms, which would keep every event
+/// behind a long transaction of the enrichment worker waiting far longer than that
+/// transaction; so the writer's connection does not use it.
+const BUSY_RETRY: Duration = Duration::from_millis(1);
+/// How long the writer keeps asking, as long as the pool's `busy_timeout`.
+const BUSY_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The way in to the writer task. The task ends when the last clone is dropped.
 #[derive(Clone)]
@@ -29,14 +42,14 @@ struct Queued {
     stored: oneshot::Sender<anyhow::Result<()>>,
 }
 
-/// Why the writer could not take an event; the caller may store it by itself.
+/// The writer could not take the event (its runtime has ended); here it is back.
 pub(super) struct WriterGone(pub NewEvent);
 
 impl EventWriter {
     /// Starts the writer task on the current tokio runtime.
-    pub(super) fn start(pool: AnyPool) -> EventWriter {
+    pub(super) fn start(pool: AnyPool, backend: Backend) -> EventWriter {
         let (queue, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, queued));
+        tokio::spawn(run(Writer::new(pool, backend), queued));
         EventWriter { queue }
     }
 
@@ -53,78 +66,119 @@ impl EventWriter {
     }
 }
 
-async fn run(pool: AnyPool, mut queued: mpsc::Receiver<Queued>) {
+async fn run(mut writer: Writer, mut queued: mpsc::Receiver<Queued>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write_batch(&pool, &mut batch).await;
-        batch.clear();
+        gather(&mut queued, &mut batch).await;
+        writer.write(&mut batch).await;
     }
 }
 
-/// Stores `batch` in one transaction and answers every event in it.
-async fn write_batch(pool: &AnyPool, batch: &mut Vec<Queued>) {
-    let outcome = insert_together(pool, batch).await;
-
-    match outcome {
-        Ok(()) => {
-            for queued in batch.drain(..) {
-                let _ = queued.stored.send(Ok(()));
-            }
+/// Under load, the handlers about to queue an event are runnable at this very moment: a turn
+/// or two for them before writing makes fewer, larger commits, and costs a lone event next to
+/// nothing (one turn in which nothing more arrives).
+async fn gather(queued: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>) {
+    for _ in 0..GATHER_TURNS {
+        let before = batch.len();
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH
+            && let Ok(more) = queued.try_recv()
+        {
+            batch.push(more);
         }
-        // One bad event (its portal deleted meanwhile, say) must not cost the others theirs:
-        // nothing of the batch was written, so each gets a try of its own.
-        Err(Failed::Insert(err)) if batch.len() > 1 => {
-            tracing::warn!(
-                events = batch.len(),
-                "a batch of events failed, storing them one by one: {err:#}"
-            );
-            for queued in batch.drain(..) {
-                let result = insert_alone(pool, &queued.event).await;
-                let _ = queued.stored.send(result);
-            }
-        }
-        // A failed commit may still have reached the disk, so nothing is written again.
-        Err(Failed::Insert(err) | Failed::Commit(err)) => {
-            let reason = format!("{err:#}");
-            for queued in batch.drain(..) {
-                let _ = queued
-                    .stored
-                    .send(Err(anyhow!("storing the event: {reason}")));
-            }
+        if batch.len() == before || batch.len() == MAX_BATCH {
+            return;
         }
     }
 }
 
-enum Failed {
-    /// Nothing was written.
-    Insert(anyhow::Error),
-    /// Unknown whether it was written.
-    Commit(anyhow::Error),
+/// The writer's own connection, taken from the pool and detached from it, so that a batch
+/// neither waits for a pooled connection nor pays the pool's check of it.
+struct Writer {
+    pool: AnyPool,
+    backend: Backend,
+    conn: Option<AnyConnection>,
 }
 
-async fn insert_together(pool: &AnyPool, batch: &[Queued]) -> Result<(), Failed> {
-    let events: Vec<&NewEvent> = batch.iter().map(|queued| &queued.event).collect();
-    let insert = async {
-        let mut tx = pool.begin().await?;
-        insert_rows(&mut tx, &events, now()).await?;
-        anyhow::Ok(tx)
+impl Writer {
+    fn new(pool: AnyPool, backend: Backend) -> Writer {
+        Writer {
+            pool,
+            backend,
+            conn: None,
+        }
+    }
+
+    /// Stores `batch` and answers every event in it, emptying it.
+    async fn write(&mut self, batch: &mut Vec<Queued>) {
+        let events: Vec<&NewEvent> = batch.iter().map(|queued| &queued.event).collect();
+        let together = self.insert(&events).await;
+        drop(events);
+
+        match together {
+            Ok(()) => {
+                for queued in batch.drain(..) {
+                    let _ = queued.stored.send(Ok(()));
+                }
+            }
+            Err(err) if batch.len() == 1 => {
+                let _ = batch.remove(0).stored.send(Err(err));
+            }
+            // One bad event (its portal deleted meanwhile, say) must not cost the others
+            // theirs, so each gets a try of its own. Should the failure have hidden a commit
+            // after all, an event is stored twice, which enrichment takes for a repeated
+            // delivery: better than losing it.
+            Err(err) => {
+                tracing::warn!(
+                    events = batch.len(),
+                    "a batch of events failed, storing them one by one: {err:#}"
+                );
+                for queued in batch.drain(..) {
+                    let alone = self.insert(&[&queued.event]).await;
+                    let _ = queued.stored.send(alone);
+                }
+            }
+        }
+    }
+
+    /// Inserts `events` with one statement, which commits them all or none.
+    async fn insert(&mut self, events: &[&NewEvent]) -> anyhow::Result<()> {
+        let (started, backend) = (Instant::now(), self.backend);
+        loop {
+            let conn = self.connection().await?;
+            match insert_rows(conn, backend, events, now()).await {
+                Ok(()) => return Ok(()),
+                // Nothing was written: the database is busy with another writer.
+                Err(err) if is_busy(&err) && started.elapsed() < BUSY_PATIENCE => {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                Err(err) => {
+                    // The connection may be what failed; the next try takes a fresh one.
+                    self.conn = None;
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    async fn connection(&mut self) -> anyhow::Result<&mut AnyConnection> {
+        if self.conn.is_none() {
+            let mut conn = self.pool.acquire().await?.detach();
+            if self.backend == Backend::Sqlite {
+                conn.execute("PRAGMA busy_timeout = 0").await?;
+            }
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+}
+
+/// SQLITE_BUSY, in any of its extended forms.
+fn is_busy(err: &anyhow::Error) -> bool {
+    let Some(sqlx::Error::Database(err)) = err.downcast_ref::<sqlx::Error>() else {
+        return false;
     };
-    let t0 = std::time::Instant::now();
-    let tx = insert.await.map_err(Failed::Insert)?;
-    let t1 = t0.elapsed();
-    let r = tx.commit().await.map_err(|err| Failed::Commit(err.into()));
-    if std::env::var("WRITER_DEBUG").is_ok() {
-        eprintln!(
-            "DBG batch {} insert {:?} commit {:?}",
-            batch.len(),
-            t1,
-            t0.elapsed() - t1
-        );
-    }
-    r
-}
-
-async fn insert_alone(pool: &AnyPool, event: &NewEvent) -> anyhow::Result<()> {
-    let mut conn = pool.acquire().await?;
-    insert_rows(&mut conn, &[event], now()).await
+    err.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
