@@ -60,6 +60,9 @@ CREATE TABLE events (
 );
 
 CREATE INDEX events_by_portal ON events (portal_id, id);
-CREATE INDEX events_pending ON events (state, next_attempt_at);
 CREATE INDEX events_by_key ON events (portal_id, dedup_key);
-CREATE INDEX events_by_item ON events (portal_id, entity_type_id, item_id);
+-- Only waiting events are searched by these, and there are few of them at any time: partial
+-- indexes stay small however long the history grows.
+CREATE INDEX events_due ON events (id) WHERE state = 'pending';
+CREATE INDEX events_waiting ON events (portal_id) WHERE state = 'pending';
+CREATE INDEX events_by_item ON events (portal_id, entity_type_id, item_id) WHERE state = 'pending';
