@@ -16,6 +16,33 @@ const LEASE_LOCK: i64 = 0x6232_346c_6561_7365;
 /// Values per `IN (...)` list, well under every driver's parameter limit.
 const ID_CHUNK: usize = 500;
 
+/// Rows per multi-row `INSERT` (13 parameters each, far from any driver's limit).
+const ROWS_PER_INSERT: usize = 100;
+
+/// Closes leased events of `owner` as done; returns the ids it closed (others lost their
+/// lease meanwhile and belong to another worker now).
+async fn close_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    owner: &str,
+    ids: &[i64],
+) -> anyhow::Result<std::collections::HashSet<i64>> {
+    let mut closed = std::collections::HashSet::new();
+    for chunk in ids.chunks(ID_CHUNK) {
+        let sql = format!(
+            "UPDATE events SET state = 'done', lease_owner = NULL, lease_until = NULL, last_error = NULL
+             WHERE lease_owner = $1 AND state = 'pending' AND id IN ({})
+             RETURNING id",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(owner);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        closed.extend(query.fetch_all(&mut **tx).await?);
+    }
+    Ok(closed)
+}
+
 /// `$first, $first+1, ...`: `count` numbered parameters.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -157,67 +184,68 @@ impl Store {
                     .await?;
             }
         }
-        for id in repeats {
-            sqlx::query(
-                "UPDATE events SET state = 'done', lease_owner = NULL, lease_until = NULL, last_error = NULL
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
-            )
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let mut written = 0;
-        for entry in entries {
-            let closed = sqlx::query(
-                "UPDATE events SET state = 'done', lease_owner = NULL, lease_until = NULL, last_error = NULL
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
-            )
-            .bind(entry.event_id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-            if closed.rows_affected() == 0 {
-                continue;
-            }
-            sqlx::query(
+        // A handful of statements per round, whatever its size: the write lock (SQLite has
+        // one) is held briefly, so intake is not kept waiting behind enrichment.
+        close_events(&mut tx, owner, repeats).await?;
+        let ids: Vec<i64> = entries.iter().map(|e| e.event_id).collect();
+        let closed = close_events(&mut tx, owner, &ids).await?;
+        let kept: Vec<&NewEntry> = entries
+            .iter()
+            .filter(|e| closed.contains(&e.event_id))
+            .collect();
+
+        for chunk in kept.chunks(ROWS_PER_INSERT) {
+            let rows = (0..chunk.len())
+                .map(|n| format!("({})", placeholders(n * 13 + 1, 13)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
                 "INSERT INTO activity (portal_id, event_id, action, entity_type_id, type_title, item_id,
                      item_title, title_search, user_id, user_name, occurred_at, changes, outcome)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(entry.portal_id.0)
-            .bind(entry.event_id)
-            .bind(&entry.action)
-            .bind(entry.entity_type_id)
-            .bind(&entry.type_title)
-            .bind(entry.item_id)
-            .bind(&entry.item_title)
-            .bind(entry.item_title.as_ref().map(|t| t.to_lowercase()))
-            .bind(entry.user_id)
-            .bind(&entry.user_name)
-            .bind(entry.occurred_at)
-            .bind(entry.changes.to_string())
-            .bind(entry.outcome)
-            .execute(&mut *tx)
-            .await?;
-            written += 1;
+                 VALUES {rows} ON CONFLICT (event_id) DO NOTHING"
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for entry in chunk {
+                insert = insert
+                    .bind(entry.portal_id.0)
+                    .bind(entry.event_id)
+                    .bind(&entry.action)
+                    .bind(entry.entity_type_id)
+                    .bind(&entry.type_title)
+                    .bind(entry.item_id)
+                    .bind(&entry.item_title)
+                    .bind(entry.item_title.as_ref().map(|t| t.to_lowercase()))
+                    .bind(entry.user_id)
+                    .bind(&entry.user_name)
+                    .bind(entry.occurred_at)
+                    .bind(entry.changes.to_string())
+                    .bind(entry.outcome);
+            }
+            insert.execute(&mut *tx).await?;
         }
+        let written = kept.len();
 
-        for snapshot in snapshots {
-            sqlx::query(
+        for chunk in snapshots.chunks(ROWS_PER_INSERT) {
+            let rows = (0..chunk.len())
+                .map(|n| format!("({})", placeholders(n * 5 + 1, 5)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
                 "INSERT INTO item_snapshots (portal_id, entity_type_id, item_id, fields, fetched_at)
-                 VALUES ($1, $2, $3, $4, $5)
+                 VALUES {rows}
                  ON CONFLICT (portal_id, entity_type_id, item_id)
-                 DO UPDATE SET fields = excluded.fields, fetched_at = excluded.fetched_at",
-            )
-            .bind(snapshot.portal_id.0)
-            .bind(snapshot.entity_type_id)
-            .bind(snapshot.item_id)
-            .bind(snapshot.fields.to_string())
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+                 DO UPDATE SET fields = excluded.fields, fetched_at = excluded.fetched_at"
+            );
+            let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for snapshot in chunk {
+                upsert = upsert
+                    .bind(snapshot.portal_id.0)
+                    .bind(snapshot.entity_type_id)
+                    .bind(snapshot.item_id)
+                    .bind(snapshot.fields.to_string())
+                    .bind(now());
+            }
+            upsert.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(written)
