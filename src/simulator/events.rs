@@ -265,15 +265,10 @@ mod tests {
     const MEMBER: &str = "a223c6b3710f85df22e9377d6c4f7553";
     const APP_TOKEN: &str = "51856fefc120afa4b628cc82d3935cce";
 
-    /// Reads a fixture from the shared folder beside the repository.
+    /// Reads a wire fixture from the repository's copy.
     fn fixture(name: &str) -> String {
-        let beside = format!(
-            "{}/../shared/fixtures/wire/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(&beside)
-            .or_else(|_| std::fs::read_to_string(format!("/work/shared/fixtures/wire/{name}")))
-            .unwrap_or_else(|e| panic!("fixture {name} not found beside the repository: {e}"));
+        let path = format!("{}/tests/fixtures/wire/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"));
         text.trim_end().to_string()
     }
 
