@@ -43,6 +43,14 @@ async fn close_events(
     Ok(closed)
 }
 
+/// `($1, ..., $columns), (...)`: the VALUES of a multi-row INSERT.
+fn value_rows(count: usize, columns: usize) -> String {
+    (0..count)
+        .map(|n| format!("({})", placeholders(n * columns + 1, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `$first, $first+1, ...`: `count` numbered parameters.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -195,10 +203,7 @@ impl Store {
             .collect();
 
         for chunk in kept.chunks(ROWS_PER_INSERT) {
-            let rows = (0..chunk.len())
-                .map(|n| format!("({})", placeholders(n * 13 + 1, 13)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let rows = value_rows(chunk.len(), 13);
             let sql = format!(
                 "INSERT INTO activity (portal_id, event_id, action, entity_type_id, type_title, item_id,
                      item_title, title_search, user_id, user_name, occurred_at, changes, outcome)
@@ -226,10 +231,7 @@ impl Store {
         let written = kept.len();
 
         for chunk in snapshots.chunks(ROWS_PER_INSERT) {
-            let rows = (0..chunk.len())
-                .map(|n| format!("({})", placeholders(n * 5 + 1, 5)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let rows = value_rows(chunk.len(), 5);
             let sql = format!(
                 "INSERT INTO item_snapshots (portal_id, entity_type_id, item_id, fields, fetched_at)
                  VALUES {rows}
