@@ -7,80 +7,13 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use b24_activity::app::{self, AppState};
-use b24_activity::config::Settings;
 use b24_activity::crypto::{TokenCipher, TokenKey};
 use b24_activity::secret::Secret;
 use b24_activity::simulator::{Changer, RateLimit, SimPortal, SimulatorConfig};
 use b24_activity::store::{Installation, NewEntry, NewEvent, PortalId, Snapshot, Store};
+use common::instance::Instance;
 use common::{EmptyDatabase, TestApp, TestBackend, update_event};
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-/// Another instance of the app beside a `TestApp`: the same settings, database, key and
-/// simulator, its own address, process state and background work.
-struct Instance {
-    state: AppState,
-    base: String,
-    http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Instance {
-    async fn beside(app: &TestApp) -> Instance {
-        Instance::beside_with(app, |_| {}).await
-    }
-
-    /// Like `beside`, with settings changed by `adjust`.
-    async fn beside_with(app: &TestApp, adjust: impl FnOnce(&mut Settings)) -> Instance {
-        let mut settings = (*app.state.settings).clone();
-        adjust(&mut settings);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}/", listener.local_addr().unwrap());
-
-        let state = AppState::build(settings).await.expect("second instance");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(app::serve(listener, state.clone(), async {
-            let _ = stopped.await;
-        }));
-        Instance {
-            state,
-            base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
-            stop: Some(stop),
-            server: Some(server),
-        }
-    }
-
-    async fn post_event(&self, body: String) -> u16 {
-        self.http
-            .post(format!("{}events", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .expect("events endpoint answers")
-            .status()
-            .as_u16()
-    }
-
-    /// Stops serving and its background work, and closes its connections.
-    async fn stop(mut self) {
-        let _ = self.stop.take().expect("running").send(());
-        self.server
-            .take()
-            .expect("running")
-            .await
-            .expect("server task")
-            .expect("server stops cleanly");
-        self.state.store.close().await;
-    }
-}
 
 async fn portal_with_items(app: &TestApp, items: usize) -> (SimPortal, PortalId, Vec<u64>) {
     let portal = app.installed_portal().await;

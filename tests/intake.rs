@@ -7,63 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use b24_activity::app::{self, AppState};
 use b24_activity::store::{NewEvent, PortalId};
+use common::instance::Instance;
 use common::{TestApp, update_event};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinSet;
-
-/// A second instance of the app: the settings, database and key of `app`, its own address.
-struct Instance {
-    base: String,
-    http: reqwest::Client,
-    stop: oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    state: AppState,
-}
-
-impl Instance {
-    async fn beside(app: &TestApp) -> Instance {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}/", listener.local_addr().unwrap());
-        let state = AppState::build((*app.state.settings).clone())
-            .await
-            .expect("second instance");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(app::serve(listener, state.clone(), async {
-            let _ = stopped.await;
-        }));
-        Instance {
-            base,
-            http: reqwest::Client::new(),
-            stop,
-            server,
-            state,
-        }
-    }
-
-    async fn post_event(&self, body: String) -> u16 {
-        self.http
-            .post(format!("{}events", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .expect("events endpoint answers")
-            .status()
-            .as_u16()
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.server
-            .await
-            .expect("server task")
-            .expect("server stops cleanly");
-        self.state.store.close().await;
-    }
-}
 
 #[tokio::test]
 async fn an_uninstall_elsewhere_is_honoured_within_seconds_and_a_reinstall_at_once() {

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod instance;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
